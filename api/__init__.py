@@ -1,0 +1,1 @@
+"""The wallet's HTTP API: accounts, top-ups, debits and subscriptions."""

@@ -1,0 +1,95 @@
+"""Database access shared by every process: connections, pools and named SQL queries."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from collections.abc import Mapping
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+_NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached; the message is one line, without credentials."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_SECONDS:g} s"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text
+
+
+# What asyncpg raises when it cannot connect or authenticate: refused or unreachable
+# hosts (OSError), unknown databases and roles (PostgresError), protocol trouble
+# (InterfaceError), malformed DSN parts (ValueError).
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    ValueError,
+)
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """Open one connection, or raise DatabaseUnavailable with a clear one-line reason."""
+    try:
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
+    except CONNECT_ERRORS as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {redact_url(url)}: {_describe(exc)}"
+        ) from exc
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Open a connection pool, or raise DatabaseUnavailable with a clear one-line reason."""
+    try:
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS
+        )
+    except CONNECT_ERRORS as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {redact_url(url)}: {_describe(exc)}"
+        ) from exc
+    assert pool is not None
+    return pool
+
+
+@functools.cache
+def load_queries(module: str) -> Mapping[str, str]:
+    """The named queries of ``notifier/queries/<module>.sql``.
+
+    A file holds blocks that each start with a ``-- name: <query_name>`` line.
+    """
+    text = (resources.files("notifier") / "queries" / f"{module}.sql").read_text("utf-8")
+    names = list(_NAME_LINE.finditer(text))
+    if not names:
+        raise ValueError(f"queries/{module}.sql holds no '-- name:' blocks")
+    queries: dict[str, str] = {}
+    for match, following in zip(names, [*names[1:], None], strict=True):
+        end = following.start() if following else len(text)
+        body = text[match.end() : end].strip()
+        if match.group(1) in queries:
+            raise ValueError(f"queries/{module}.sql names {match.group(1)!r} twice")
+        queries[match.group(1)] = body
+    return queries

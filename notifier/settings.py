@@ -1,0 +1,98 @@
+"""Every setting, read from the environment (prefix ``NOTIFIER_``) in one place."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
+
+# Seconds to wait before each retry, after the first attempt. Close to the Standard
+# Webhooks recommendation (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) and stretched with
+# three 14 h waits so that a receiver has about three days to come back: 11 attempts.
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 50400, 50400, 50400)
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it and says why."""
+
+
+class Settings(BaseSettings):
+    """Configuration of every ``notifier`` process. Each field is ``NOTIFIER_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NOTIFIER_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # The HTTP API.
+    api_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    api_token: SecretStr | None = None
+    api_max_body_bytes: int = Field(default=65536, gt=0)
+    idempotency_ttl_seconds: int = Field(default=86400, ge=86400)
+    secret_rotation_overlap_seconds: int = Field(default=86400, ge=0)
+
+    # The delivery daemon.
+    daemon_host: str = "0.0.0.0"  # noqa: S104
+    daemon_port: int = Field(default=8081, ge=0, le=65535)
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
+    retry_after_max_seconds: float = Field(default=3600.0, gt=0)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_in_flight: int = Field(default=64, gt=0)
+    max_in_flight_per_subscription: int = Field(default=8, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    batch_size: int = Field(default=200, gt=0, le=10000)
+    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    allow_private_targets: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError on a non-numeric port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ValueError(
+                "must start with postgresql:// (for example postgresql://user@host:5432/db)"
+            )
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("names no host (for example postgresql://user@localhost:5432/db)")
+        return value
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_retry_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return tuple(float(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                raise ValueError("must be comma-separated seconds, like 5,300,1800") from None
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_retry_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("delays must be zero or more seconds")
+        return value
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment, or raise SettingsError naming the bad one."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"NOTIFIER_{'_'.join(str(p) for p in err['loc']).upper()}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

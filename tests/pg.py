@@ -1,0 +1,71 @@
+"""Where the test suite's PostgreSQL comes from, chosen in this order:
+
+1. ``NOTIFIER_TEST_DATABASE_URL``: an existing server (any database on it; the suite
+   creates and drops its own databases there);
+2. a throwaway container through testcontainers, when a Docker engine answers;
+3. an embedded PostgreSQL from the ``pgserver`` wheel, so a machine with Python and
+   nothing else runs the suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+DOCKER_IMAGE = "postgres:16-alpine"
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL, pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _container() -> Iterator[str]:
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer(DOCKER_IMAGE, driver=None) as container:
+        yield container.get_connection_url()
+
+
+@contextlib.contextmanager
+def _embedded() -> Iterator[str]:
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="notifier-test-pg-") as data_dir:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[tuple[str, str]]:
+    """Yield (how it was found, admin URL) of a server the tests may create databases on."""
+    url = os.environ.get("NOTIFIER_TEST_DATABASE_URL")
+    if url:
+        yield "NOTIFIER_TEST_DATABASE_URL", url
+    elif _docker_answers():
+        with _container() as url:
+            yield "testcontainers", url
+    else:
+        with _embedded() as url:
+            yield "embedded pgserver", url
