@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -25,16 +26,25 @@ def with_database(url: str, database: str) -> str:
 
 
 def _docker_answers() -> bool:
+    """Whether a Docker engine answers its ping (the client alone is not enough)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    parts = urlsplit(host)
     try:
-        import docker
-    except ImportError:
+        if parts.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: str | tuple[str, int] = parts.path
+        elif parts.scheme == "tcp" and parts.hostname:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = (parts.hostname, parts.port or 2375)
+        else:
+            return False
+        with sock:
+            sock.settimeout(3)
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return sock.recv(64).split(b"\r\n", 1)[0].endswith(b" 200 OK")
+    except OSError:
         return False
-    try:
-        client = docker.from_env(timeout=3)
-        client.ping()
-    except Exception:
-        return False
-    return True
 
 
 @contextlib.contextmanager
