@@ -1,0 +1,46 @@
+-- name: create
+INSERT INTO notifier.subscriptions (url, description, event_types, secret, max_in_flight)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING *;
+
+-- name: get
+SELECT * FROM notifier.subscriptions WHERE id = $1;
+
+-- name: list
+-- Cursor paged by id: rows after $1, at most $2.
+SELECT * FROM notifier.subscriptions WHERE id > $1 ORDER BY id LIMIT $2;
+
+-- name: update
+-- NULL leaves a field as it is. Re-enabling clears the reason it was disabled.
+UPDATE notifier.subscriptions
+   SET url = coalesce($2, url),
+       description = coalesce($3, description),
+       event_types = coalesce($4, event_types),
+       max_in_flight = CASE WHEN $5::boolean THEN $6 ELSE max_in_flight END,
+       enabled = coalesce($7, enabled),
+       disabled_reason = CASE WHEN $7 IS NULL THEN disabled_reason
+                              WHEN $7 THEN NULL ELSE coalesce($8, 'disabled by an operator') END,
+       disabled_at = CASE WHEN $7 IS NULL THEN disabled_at
+                          WHEN $7 THEN NULL ELSE coalesce(disabled_at, now()) END,
+       updated_at = now()
+ WHERE id = $1
+RETURNING *;
+
+-- name: rotate_secret
+-- The old secret stays valid (both signatures are sent) for $3 seconds.
+UPDATE notifier.subscriptions
+   SET previous_secret = secret,
+       previous_secret_expires_at = now() + make_interval(secs => $3),
+       secret = $2,
+       updated_at = now()
+ WHERE id = $1
+RETURNING *;
+
+-- name: disable
+UPDATE notifier.subscriptions
+   SET enabled = false, disabled_reason = $2, disabled_at = now(), updated_at = now()
+ WHERE id = $1 AND enabled
+RETURNING *;
+
+-- name: delete
+DELETE FROM notifier.subscriptions WHERE id = $1 RETURNING id;

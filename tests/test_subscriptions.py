@@ -1,0 +1,78 @@
+"""The subscription store: validation, secrets, rotation, enable and disable."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from notifier.subscriptions import InvalidSubscription, SubscriptionStore, validate_secret
+
+
+async def test_create_generates_a_valid_secret_and_hides_it(pool: asyncpg.Pool) -> None:
+    store = SubscriptionStore(pool)
+    sub = await store.create("http://example.com/hook", event_types=["transaction.*"])
+    assert validate_secret(sub.secret) == sub.secret
+    assert "secret" not in sub.as_dict()
+    assert sub.as_dict()["event_types"] == ["transaction.*"]
+    assert (await store.get(sub.id)) == sub
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"url": "ftp://example.com"}, "url"),
+        ({"url": "http://"}, "url"),
+        ({"url": "http://x", "event_types": ["Transaction"]}, "event_types"),
+        ({"url": "http://x", "event_types": ["transaction.moved"]}, "event_types"),
+        ({"url": "http://x", "secret": "nope"}, "secret"),
+        ({"url": "http://x", "secret": "whsec_c2hvcnQ="}, "secret"),
+    ],
+)
+async def test_invalid_fields_are_named(
+    pool: asyncpg.Pool, kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidSubscription) as raised:
+        await SubscriptionStore(pool).create(**kwargs)  # type: ignore[arg-type]
+    assert raised.value.field == field
+    assert await pool.fetchval("SELECT count(*) FROM notifier.subscriptions") == 0
+
+
+async def test_rotate_keeps_the_old_secret_for_the_overlap(pool: asyncpg.Pool) -> None:
+    store = SubscriptionStore(pool)
+    sub = await store.create("http://example.com/hook")
+    rotated = await store.rotate_secret(sub.id, overlap_seconds=3600)
+    assert rotated is not None
+    assert rotated.secret != sub.secret
+    assert rotated.previous_secret == sub.secret
+    assert rotated.previous_secret_expires_at is not None
+    assert (rotated.previous_secret_expires_at - rotated.updated_at).total_seconds() == 3600
+
+
+async def test_disable_then_enable_clears_the_reason(pool: asyncpg.Pool) -> None:
+    store = SubscriptionStore(pool)
+    sub = await store.create("http://example.com/hook")
+    disabled = await store.disable(sub.id, "endpoint answered 410 Gone")
+    assert disabled is not None
+    assert (disabled.enabled, disabled.disabled_reason) == (False, "endpoint answered 410 Gone")
+    assert await store.disable(sub.id, "again") is None
+    enabled = await store.update(sub.id, enabled=True)
+    assert enabled is not None
+    assert (enabled.enabled, enabled.disabled_reason, enabled.disabled_at) == (True, None, None)
+    assert await store.delete(sub.id)
+    assert await store.get(sub.id) is None
+
+
+async def test_type_matching_in_sql(pool: asyncpg.Pool) -> None:
+    cases = {
+        ("transaction.created", "{*}"): True,
+        ("transaction.created", "{transaction.*}"): True,
+        ("transaction.created", "{transaction.created}"): True,
+        ("transaction.created", "{transaction.updated}"): False,
+        ("transactions.created", "{transaction.*}"): False,
+        ("order.deleted", "{transaction.*,order.deleted}"): True,
+    }
+    for (event_type, patterns), expected in cases.items():
+        got = await pool.fetchval(
+            "SELECT notifier.type_matches($1, $2::text::text[])", event_type, patterns
+        )
+        assert got is expected, (event_type, patterns)
