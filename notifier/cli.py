@@ -79,6 +79,25 @@ def _run_unwatch(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def _run_api(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here so that the other subcommands do not load the web application.
+    from api.app import run_api
+
+    token = settings.api_token.get_secret_value() if settings.api_token else ""
+    if not token:
+        if not args.insecure_no_auth:
+            raise CliError(
+                "NOTIFIER_API_TOKEN is not set: the API refuses to run without a bearer "
+                "token (pass --insecure-no-auth to run without one, for local development)"
+            )
+        get_logger("api").warning(
+            "api_auth_disabled",
+            detail="--insecure-no-auth: every route is open to anyone who can connect",
+        )
+    run_api(settings, insecure_no_auth=args.insecure_no_auth)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -97,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--topic", help="event topic: events are typed TOPIC.created|updated|deleted")
     cmd.add_argument("--list", action="store_true", help="list the watched tables")
     cmd.set_defaults(handler=_run_watch)
+
+    cmd = commands.add_parser("api", help="serve the HTTP API (accounts, subscriptions)")
+    cmd.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="run without NOTIFIER_API_TOKEN: no authentication (local development only)",
+    )
+    cmd.set_defaults(handler=_run_api)
 
     cmd = commands.add_parser("unwatch", help="stop capturing changes of a table")
     cmd.add_argument("table")

@@ -17,9 +17,11 @@ from notifier.db import load_queries
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SECRET_BYTES = 32
-_EVENT_TYPE_PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*\.(\*|created|updated|deleted))$")
+# '*', 'topic.*' or 'topic.created|updated|deleted'; public for the API's OpenAPI document.
+EVENT_TYPE_REGEX = r"^(\*|[a-z][a-z0-9_]*\.(\*|created|updated|deleted))$"
+_EVENT_TYPE_PATTERN = re.compile(EVENT_TYPE_REGEX)
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 class InvalidSubscription(ValueError):
@@ -51,6 +53,9 @@ def validate_secret(secret: str) -> str:
 
 def validate_url(url: str) -> str:
     """Check that a target URL is absolute http(s) with a host."""
+    # urlsplit silently drops tabs and newlines, so they are refused before it runs.
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise InvalidSubscription("url", "must not contain whitespace or control characters")
     try:
         parts = urlsplit(url)
         _ = parts.port
@@ -70,7 +75,7 @@ def validate_event_types(patterns: list[str]) -> list[str]:
     if not patterns:
         raise InvalidSubscription("event_types", "must list at least one pattern")
     for pattern in patterns:
-        if not _EVENT_TYPE_PATTERN.match(pattern):
+        if not _EVENT_TYPE_PATTERN.fullmatch(pattern):
             raise InvalidSubscription(
                 "event_types",
                 f"{pattern!r} is not '*', 'topic.*' or 'topic.created|updated|deleted'",
@@ -139,7 +144,9 @@ class SubscriptionStore:
         description: str = "",
         secret: str | None = None,
         max_in_flight: int | None = None,
+        enabled: bool = True,
     ) -> Subscription:
+        """Store a new subscription; a secret is generated when none is given."""
         record = await self._db.fetchrow(
             self._queries["create"],
             validate_url(url),
@@ -147,6 +154,7 @@ class SubscriptionStore:
             validate_event_types(event_types or ["*"]),
             validate_secret(secret) if secret is not None else generate_secret(),
             max_in_flight,
+            enabled,
         )
         assert record is not None
         return Subscription.from_record(record)

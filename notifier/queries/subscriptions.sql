@@ -1,6 +1,10 @@
 -- name: create
-INSERT INTO notifier.subscriptions (url, description, event_types, secret, max_in_flight)
-VALUES ($1, $2, $3, $4, $5)
+-- Created disabled ($6 false), it is marked as disabled by whoever created it.
+INSERT INTO notifier.subscriptions
+       (url, description, event_types, secret, max_in_flight, enabled, disabled_reason, disabled_at)
+VALUES ($1, $2, $3, $4, $5, $6,
+        CASE WHEN $6 THEN NULL ELSE 'created disabled' END,
+        CASE WHEN $6 THEN NULL ELSE now() END)
 RETURNING *;
 
 -- name: get

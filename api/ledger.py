@@ -1,0 +1,150 @@
+"""Ledger reads and writes for the API; the database's rules decide, this maps the answers."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import asyncpg
+
+from api.errors import PROBLEM_TYPES, Problem, problem_body
+from notifier.db import load_queries
+
+Kind = Literal["top_up", "debit"]
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Executor = asyncpg.Pool | Connection
+
+_DETAIL_NUMBERS = re.compile(r"(account_id|balance|amount)=(\d+)")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A response the ledger gave: stored as is for idempotent replays."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z suffix."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def account_json(record: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "currency": record["currency"],
+        "balance": record["balance"],
+        "created_at": timestamp(record["created_at"]),
+        "updated_at": timestamp(record["updated_at"]),
+    }
+
+
+def transaction_json(record: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "account_id": record["account_id"],
+        "kind": record["kind"],
+        "amount": record["amount"],
+        "currency": record["currency"],
+        "balance_after": record["balance_after"],
+        "idempotency_key": record["idempotency_key"],
+        "metadata": json.loads(record["metadata"]),
+        "created_at": timestamp(record["created_at"]),
+    }
+
+
+def _conflict(slug: str, detail: str, **extra: Any) -> Outcome:
+    status, title = PROBLEM_TYPES[slug]
+    return Outcome(status, problem_body(slug, status, title, detail, **extra))
+
+
+def _ledger_refusal(exc: asyncpg.PostgresError, account_id: int, amount: int) -> Outcome:
+    """The ledger trigger's refusals that are answers (409), or re-raise the error."""
+    sqlstate = exc.sqlstate
+    message = str(exc)
+    if sqlstate == "WL001":
+        numbers = {name: int(value) for name, value in _DETAIL_NUMBERS.findall(exc.detail or "")}
+        return _conflict(
+            "insufficient-funds",
+            message,
+            account_id=numbers.get("account_id", account_id),
+            balance=numbers.get("balance"),
+            amount=numbers.get("amount", amount),
+        )
+    if sqlstate == "WL002":
+        raise Problem("not-found", f"account {account_id} does not exist") from None
+    if sqlstate == "WL003":
+        return _conflict("currency-mismatch", message, account_id=account_id)
+    if sqlstate == "WL006":
+        return _conflict("balance-overflow", message, account_id=account_id, amount=amount)
+    raise exc
+
+
+class Ledger:
+    """Accounts and transactions, through the queries of ``queries/accounts.sql``."""
+
+    def __init__(self, db: Executor) -> None:
+        self._db = db
+        self._queries = load_queries("accounts")
+
+    async def create_account(self, currency: str) -> dict[str, Any]:
+        record = await self._db.fetchrow(self._queries["create_account"], currency)
+        assert record is not None
+        return account_json(record)
+
+    async def account(self, account_id: int) -> dict[str, Any]:
+        """The account, or a 404 problem."""
+        record = await self._db.fetchrow(self._queries["get_account"], account_id)
+        if record is None:
+            raise Problem("not-found", f"account {account_id} does not exist")
+        return account_json(record)
+
+    async def transactions(
+        self, account_id: int, *, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        records = await self._db.fetch(
+            self._queries["list_transactions"], account_id, before, limit
+        )
+        return [transaction_json(r) for r in records]
+
+    async def transaction_by_key(self, account_id: int, key: str) -> dict[str, Any] | None:
+        record = await self._db.fetchrow(self._queries["transaction_by_key"], account_id, key)
+        return transaction_json(record) if record else None
+
+
+async def apply_transaction(
+    conn: Connection,
+    account_id: int,
+    kind: Kind,
+    amount: int,
+    *,
+    currency: str | None,
+    metadata: dict[str, Any],
+    idempotency_key: str | None,
+) -> Outcome:
+    """Insert one transaction; the trigger applies it or refuses it.
+
+    Runs in its own transaction (a savepoint inside an open one), so that a refusal leaves
+    an enclosing transaction usable. A unique violation of the idempotency key is raised.
+    """
+    try:
+        async with conn.transaction():
+            record = await conn.fetchrow(
+                load_queries("accounts")["insert_transaction"],
+                account_id,
+                kind,
+                amount,
+                currency,
+                idempotency_key,
+                json.dumps(metadata),
+            )
+    except asyncpg.UniqueViolationError:
+        raise
+    except asyncpg.PostgresError as exc:
+        return _ledger_refusal(exc, account_id, amount)
+    assert record is not None
+    return Outcome(201, transaction_json(record))

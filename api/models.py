@@ -1,0 +1,186 @@
+"""Request bodies and query strings, validated at the edge with pydantic."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+)
+
+from api.currencies import ISO_4217_CODES
+from notifier.subscriptions import (
+    EVENT_TYPE_REGEX,
+    validate_event_types,
+    validate_secret,
+    validate_url,
+)
+
+MAX_AMOUNT = 10**15
+MAX_BIGINT = 2**63 - 1
+METADATA_MAX_BYTES = 8192
+DESCRIPTION_MAX_CHARS = 1000
+MAX_EVENT_TYPES = 50
+PAGE_LIMIT_MAX = 100
+PAGE_LIMIT_DEFAULT = 50
+
+
+def _has_unstorable_chars(text: str) -> bool:
+    # PostgreSQL text and jsonb cannot hold NUL, and lone surrogates are not UTF-8.
+    return "\x00" in text or any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+
+
+def _clean_text(value: str) -> str:
+    if _has_unstorable_chars(value):
+        raise ValueError("must not contain NUL characters or unpaired surrogates")
+    return value
+
+
+def _check_json_strings(value: Any) -> None:
+    if isinstance(value, str):
+        _clean_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _clean_text(key)
+            _check_json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_strings(item)
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json_strings(value)
+    size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(f"must be at most {METADATA_MAX_BYTES} bytes as JSON, got {size}")
+    return value
+
+
+def _check_currency(value: str) -> str:
+    if value not in ISO_4217_CODES:
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+    return value
+
+
+Amount = Annotated[
+    int,
+    Field(strict=True, ge=1, le=MAX_AMOUNT, description="Minor units (cents), a JSON integer."),
+]
+Currency = Annotated[
+    StrictStr,
+    AfterValidator(_check_currency),
+    Field(
+        description="ISO 4217 code.",
+        json_schema_extra={"enum": sorted(ISO_4217_CODES)},
+    ),
+]
+Metadata = Annotated[
+    dict[str, Any],
+    Field(strict=True, description=f"A JSON object of at most {METADATA_MAX_BYTES} bytes."),
+    AfterValidator(_check_metadata),
+]
+Url = Annotated[
+    StrictStr,
+    Field(max_length=2048, json_schema_extra={"format": "uri", "pattern": "^https?://"}),
+    AfterValidator(_clean_text),
+    AfterValidator(validate_url),
+]
+EventType = Annotated[StrictStr, Field(pattern=EVENT_TYPE_REGEX)]
+EventTypes = Annotated[
+    list[EventType],
+    Field(min_length=1, max_length=MAX_EVENT_TYPES),
+    AfterValidator(validate_event_types),
+]
+Description = Annotated[
+    StrictStr, Field(max_length=DESCRIPTION_MAX_CHARS), AfterValidator(_clean_text)
+]
+Secret = Annotated[
+    StrictStr,
+    Field(
+        pattern="^whsec_",
+        max_length=200,
+        description="whsec_ followed by base64 of 24 to 64 bytes.",
+    ),
+    AfterValidator(validate_secret),
+]
+MaxInFlight = Annotated[int, Field(strict=True, ge=1, le=1000)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AccountCreate(_Body):
+    """POST /accounts."""
+
+    currency: Currency
+
+
+class TransactionCreate(_Body):
+    """POST /accounts/{id}/top-ups and /debits."""
+
+    amount: Amount
+    currency: Currency | None = Field(
+        default=None, description="If given, must be the account's currency."
+    )
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class SubscriptionCreate(_Body):
+    """POST /subscriptions."""
+
+    url: Url
+    event_types: EventTypes = Field(default_factory=lambda: ["*"])
+    description: Description = ""
+    secret: Secret | None = Field(default=None, description="Generated when not given.")
+    enabled: StrictBool = True
+    max_in_flight: MaxInFlight | None = None
+
+
+class SubscriptionUpdate(_Body):
+    """PATCH /subscriptions/{id}: every field optional; absent fields stay as they are."""
+
+    url: Url | None = None
+    event_types: EventTypes | None = None
+    description: Description | None = None
+    enabled: StrictBool | None = None
+    max_in_flight: MaxInFlight | None = None
+    rotate_secret: StrictBool = Field(
+        default=False, description="Replace the secret with a generated one."
+    )
+    secret: Secret | None = Field(default=None, description="Replace the secret with this one.")
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TransactionPage(_Query):
+    """GET /accounts/{id}/transactions query string."""
+
+    limit: int = Field(default=PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX)
+    before: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
+
+
+class SubscriptionPage(_Query):
+    """GET /subscriptions query string."""
+
+    limit: int = Field(default=PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX)
+    after: int = Field(default=0, ge=0, le=MAX_BIGINT)
+
+
+def error_list(exc: ValidationError) -> list[dict[str, str]]:
+    """pydantic errors as ``[{"field": ..., "message": ...}]``, one per bad field."""
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        message = error["msg"].removeprefix("Value error, ")
+        errors.append({"field": field, "message": message})
+    return errors

@@ -1,0 +1,51 @@
+"""Probes, metrics and the API description: open to orchestrators and scrapers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from api.errors import DATABASE_UNAVAILABLE_ERRORS, Problem
+from api.state import OPENAPI_DOCUMENT, POOL
+from notifier.db import load_queries
+from notifier.logging import get_logger
+
+log = get_logger("api.operations")
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Alive: the process answers. Says nothing about the database."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the database answers a query within a short timeout; 503 with the reason."""
+    try:
+        async with request.app[POOL].acquire(timeout=READY_TIMEOUT_SECONDS) as conn:
+            await conn.fetchval(load_queries("api")["ping"], timeout=READY_TIMEOUT_SECONDS)
+    except DATABASE_UNAVAILABLE_ERRORS as exc:
+        reason = (str(exc) or type(exc).__name__).splitlines()[0]
+        log.warning("not_ready", reason=reason)
+        raise Problem("database-unavailable", f"the database cannot be reached: {reason}") from None
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    """Prometheus text exposition of the process's metrics."""
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI_DOCUMENT])
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the operational routes."""
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/openapi.json", openapi, allow_head=False)

@@ -1,0 +1,125 @@
+"""Subscriptions: where events are delivered. Secrets are shown once, never listed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from api.errors import Problem, validation_problem
+from api.inputs import path_id, read_json, read_query
+from api.models import SubscriptionCreate, SubscriptionPage, SubscriptionUpdate
+from api.state import POOL, SETTINGS
+from notifier.subscriptions import InvalidSubscription, Subscription, SubscriptionStore
+
+_TIMESTAMPS = ("created_at", "updated_at", "disabled_at", "previous_secret_expires_at")
+
+
+def subscription_json(subscription: Subscription, *, with_secret: bool = False) -> dict[str, Any]:
+    """The public fields; the secret only right after it was set."""
+    body = subscription.as_dict()
+    for name in _TIMESTAMPS:
+        if isinstance(body[name], str):
+            body[name] = body[name].replace("+00:00", "Z")
+    if with_secret:
+        body["secret"] = subscription.secret
+    return body
+
+
+def _invalid(exc: InvalidSubscription) -> Problem:
+    return validation_problem([{"field": exc.field, "message": exc.message}])
+
+
+def _not_found(subscription_id: int) -> Problem:
+    return Problem("not-found", f"subscription {subscription_id} does not exist")
+
+
+async def create_subscription(request: web.Request) -> web.Response:
+    body = await read_json(request, SubscriptionCreate)
+    try:
+        subscription = await SubscriptionStore(request.app[POOL]).create(
+            body.url,
+            event_types=body.event_types,
+            description=body.description,
+            secret=body.secret,
+            max_in_flight=body.max_in_flight,
+            enabled=body.enabled,
+        )
+    except InvalidSubscription as exc:
+        raise _invalid(exc) from None
+    return web.json_response(
+        subscription_json(subscription, with_secret=True),
+        status=201,
+        headers={"Location": f"/subscriptions/{subscription.id}"},
+    )
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    page = read_query(request, SubscriptionPage)
+    found = await SubscriptionStore(request.app[POOL]).page(after=page.after, limit=page.limit + 1)
+    items = found[: page.limit]
+    more = len(found) > page.limit
+    return web.json_response(
+        {
+            "items": [subscription_json(s) for s in items],
+            "next_after": items[-1].id if more else None,
+        }
+    )
+
+
+async def get_subscription(request: web.Request) -> web.Response:
+    subscription_id = path_id(request, "subscription_id")
+    subscription = await SubscriptionStore(request.app[POOL]).get(subscription_id)
+    if subscription is None:
+        raise _not_found(subscription_id)
+    return web.json_response(subscription_json(subscription))
+
+
+async def update_subscription(request: web.Request) -> web.Response:
+    subscription_id = path_id(request, "subscription_id")
+    body = await read_json(request, SubscriptionUpdate)
+    changes: dict[str, Any] = {
+        "url": body.url,
+        "description": body.description,
+        "event_types": body.event_types,
+        "enabled": body.enabled,
+    }
+    if "max_in_flight" in body.model_fields_set:  # null clears it; absent keeps it
+        changes["max_in_flight"] = body.max_in_flight
+    rotate = body.rotate_secret or body.secret is not None
+    overlap = request.app[SETTINGS].secret_rotation_overlap_seconds
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        store = SubscriptionStore(conn)
+        try:
+            subscription = await store.update(subscription_id, **changes)
+            if subscription is not None and rotate:
+                subscription = await store.rotate_secret(subscription_id, overlap, body.secret)
+        except InvalidSubscription as exc:
+            raise _invalid(exc) from None
+    if subscription is None:
+        raise _not_found(subscription_id)
+    return web.json_response(subscription_json(subscription, with_secret=rotate))
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    subscription_id = path_id(request, "subscription_id")
+    try:
+        deleted = await SubscriptionStore(request.app[POOL]).delete(subscription_id)
+    except asyncpg.ForeignKeyViolationError:
+        raise Problem(
+            "subscription-in-use",
+            f"subscription {subscription_id} still has deliveries; disable it instead",
+        ) from None
+    if not deleted:
+        raise _not_found(subscription_id)
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the subscription routes."""
+    app.router.add_post("/subscriptions", create_subscription)
+    app.router.add_get("/subscriptions", list_subscriptions, allow_head=False)
+    app.router.add_get("/subscriptions/{subscription_id}", get_subscription, allow_head=False)
+    app.router.add_patch("/subscriptions/{subscription_id}", update_subscription)
+    app.router.add_delete("/subscriptions/{subscription_id}", delete_subscription)
