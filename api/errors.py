@@ -47,6 +47,8 @@ DATABASE_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.AdminShutdownError,
+    # What asyncpg raises on a pooled connection the server terminated while it was idle.
+    asyncpg.InternalClientError,
 )
 
 

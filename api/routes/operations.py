@@ -6,8 +6,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.errors import DATABASE_UNAVAILABLE_ERRORS, Problem
-from api.state import OPENAPI_DOCUMENT, POOL
-from notifier.db import load_queries
+from api.state import OPENAPI_DOCUMENT, POOL, SETTINGS
+from notifier.db import DatabaseUnavailable, connect, load_queries
 from notifier.logging import get_logger
 
 log = get_logger("api.operations")
@@ -22,14 +22,30 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready: the database answers a query within a short timeout; 503 with the reason."""
+    pool = request.app[POOL]
+    ping = load_queries("api")["ping"]
     try:
-        async with request.app[POOL].acquire(timeout=READY_TIMEOUT_SECONDS) as conn:
-            await conn.fetchval(load_queries("api")["ping"], timeout=READY_TIMEOUT_SECONDS)
+        async with pool.acquire(timeout=READY_TIMEOUT_SECONDS) as conn:
+            await conn.fetchval(ping, timeout=READY_TIMEOUT_SECONDS)
+        return web.json_response({"status": "ready"})
+    except DATABASE_UNAVAILABLE_ERRORS:
+        # Pooled connections the server dropped fail with obscure errors; a fresh
+        # connection tells them from a database that is really gone, and says why.
+        await pool.expire_connections()
+    try:
+        fresh = await connect(request.app[SETTINGS].database_url)
+        try:
+            await fresh.fetchval(ping, timeout=READY_TIMEOUT_SECONDS)
+        finally:
+            await fresh.close(timeout=READY_TIMEOUT_SECONDS)
+    except DatabaseUnavailable as exc:
+        reason = str(exc)
     except DATABASE_UNAVAILABLE_ERRORS as exc:
         reason = (str(exc) or type(exc).__name__).splitlines()[0]
-        log.warning("not_ready", reason=reason)
-        raise Problem("database-unavailable", f"the database cannot be reached: {reason}") from None
-    return web.json_response({"status": "ready"})
+    else:
+        return web.json_response({"status": "ready"})
+    log.warning("not_ready", reason=reason)
+    raise Problem("database-unavailable", f"not ready: {reason}")
 
 
 async def metrics(_request: web.Request) -> web.Response:
