@@ -159,7 +159,8 @@ class SubscriptionUpdate(_Body):
 
 
 class _Query(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Unknown parameters are refused: a misspelt "befor=" must not silently return page one.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TransactionPage(_Query):
@@ -180,7 +181,7 @@ def error_list(exc: ValidationError) -> list[dict[str, str]]:
     """pydantic errors as ``[{"field": ..., "message": ...}]``, one per bad field."""
     errors = []
     for error in exc.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in error["loc"]) or "body"
+        field = ".".join(str(part) for part in error["loc"]) if error["loc"] else "body"
         message = error["msg"].removeprefix("Value error, ")
         errors.append({"field": field, "message": message})
     return errors

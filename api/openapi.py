@@ -177,12 +177,27 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "AccountCreate": {"currency": "USD"},
+    "TransactionCreate": {"amount": 500, "metadata": {"order_id": "o-1001"}},
+    "SubscriptionCreate": {
+        "url": "https://ads.example.com/hooks/ledger",
+        "event_types": ["transaction.*"],
+        "description": "ad engine",
+    },
+    "SubscriptionUpdate": {"rotate_secret": True},
+}
+
+
 def _body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {JSON: {"schema": _ref(name)}}}
+    return {
+        "required": True,
+        "content": {JSON: {"schema": _ref(name), "example": _EXAMPLES[name]}},
+    }
 
 
 def _path_id(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": _ID}
+    return {"name": name, "in": "path", "required": True, "schema": _ID, "example": 1}
 
 
 def _query_int(name: str, minimum: int, maximum: int, default: int | None) -> dict[str, Any]:
