@@ -65,7 +65,8 @@ def _conflict(slug: str, detail: str, **extra: Any) -> Outcome:
 def _ledger_refusal(exc: asyncpg.PostgresError, account_id: int, amount: int) -> Outcome:
     """The ledger trigger's refusals that are answers (409), or re-raise the error."""
     sqlstate = exc.sqlstate
-    message = str(exc)
+    # The primary message only: str(exc) appends the DETAIL line.
+    message = str(getattr(exc, "message", None) or exc)
     if sqlstate == "WL001":
         numbers = {name: int(value) for name, value in _DETAIL_NUMBERS.findall(exc.detail or "")}
         return _conflict(

@@ -15,8 +15,10 @@ CREATE TABLE notifier.idempotency_keys (
     operation        text NOT NULL,
     request_hash     text NOT NULL,
     -- The stored response; NULL only while the claiming transaction is still open.
+    -- The body is kept as the text that was sent, so that a replay is byte for byte
+    -- the same (jsonb would reorder its keys).
     response_status  integer,
-    response_body    jsonb,
+    response_body    text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     expires_at       timestamptz NOT NULL,
     PRIMARY KEY (account_id, key)

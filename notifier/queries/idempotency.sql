@@ -15,13 +15,13 @@ ON CONFLICT (account_id, key) DO UPDATE
 RETURNING account_id;
 
 -- name: get
-SELECT operation, request_hash, response_status, response_body::text AS response_body
+SELECT operation, request_hash, response_status, response_body
   FROM notifier.idempotency_keys
  WHERE account_id = $1 AND key = $2;
 
 -- name: store_response
 UPDATE notifier.idempotency_keys
-   SET response_status = $3, response_body = $4::text::jsonb
+   SET response_status = $3, response_body = $4
  WHERE account_id = $1 AND key = $2;
 
 -- name: purge_expired

@@ -95,6 +95,10 @@ async def test_debit_beyond_the_balance_is_409_with_balance_and_amount(
     )
     assert body["type"].endswith("insufficient-funds")
     assert (body["account_id"], body["balance"], body["amount"]) == (account_id, 70, 71)
+    assert (
+        body["detail"]
+        == f"insufficient funds: account {account_id} has balance 70, debit of 71 refused"
+    )
     row = dba.execute("SELECT balance FROM accounts WHERE id = %s", (account_id,)).fetchone()
     assert row == (70,)
     assert dba.execute("SELECT count(*) FROM transactions WHERE kind = 'debit'").fetchone() == (0,)

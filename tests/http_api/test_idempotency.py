@@ -48,6 +48,10 @@ async def test_same_key_same_body_replays_the_first_response(
     assert _count(dba, "SELECT balance FROM accounts WHERE id = %s", account_id) == 250
     row = dba.execute("SELECT idempotency_key FROM transactions").fetchone()
     assert row == ("order-17",)
+    # Byte for byte the first response, not merely an equal JSON value.
+    replayed = await client.post(path, json=body, headers={"Idempotency-Key": "order-17"})
+    raw = await replayed.read()
+    assert raw.index(b'"account_id"') < raw.index(b'"kind"') < raw.index(b'"amount"')
 
 
 async def test_same_key_different_body_is_422(client: Client, dba: psycopg.Connection[Any]) -> None:
