@@ -29,6 +29,12 @@ class MissingToken(ValueError):
     """The API was asked to run with authentication but has no token."""
 
 
+def _report_death(task: asyncio.Task[None]) -> None:
+    """A background task must only end by cancellation; anything else is said loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("background_task_died", task=task.get_name(), exc_info=task.exception())
+
+
 def _database(
     settings: Settings, given: asyncpg.Pool | None
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
@@ -45,6 +51,7 @@ def _database(
         purge = asyncio.create_task(
             purge_expired(pool, PURGE_INTERVAL_SECONDS), name="idempotency-purge"
         )
+        purge.add_done_callback(_report_death)
         try:
             yield
         finally:
@@ -102,7 +109,8 @@ def run_api(settings: Settings, *, insecure_no_auth: bool = False) -> None:
         app,
         host=settings.api_host,
         port=settings.api_port,
-        shutdown_timeout=settings.shutdown_grace_seconds,
+        # aiohttp reads a timeout of 0 as "wait forever"; a grace of 0 means "do not wait".
+        shutdown_timeout=settings.shutdown_grace_seconds or 0.001,
         access_log=None,
         print=None,
         handle_signals=True,

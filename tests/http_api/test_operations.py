@@ -10,6 +10,7 @@ import aiohttp
 import psycopg
 import pytest
 import structlog
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
@@ -148,3 +149,26 @@ async def test_request_id_is_echoed_or_generated_and_logged(client: Client) -> N
     assert access[0]["status"] == 200
     assert access[0]["duration_ms"] >= 0
     assert TOKEN not in repr(logs)
+
+
+async def test_an_unexpected_error_is_a_500_problem_without_internals(
+    api_settings: Settings,
+) -> None:
+    app = create_app(api_settings)
+
+    async def broken(_request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    app.router.add_get("/broken", broken)
+    async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        with structlog.testing.capture_logs() as logs:
+            response = await client.get("/broken")
+        assert response.status == 500
+        assert response.content_type == "application/problem+json"
+        text = await response.text()
+        assert "hunter2" not in text
+        assert "Traceback" not in text
+        assert (await response.json())["type"].endswith("internal-error")
+        assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+            "unhandled_error"
+        ]
