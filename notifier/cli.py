@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import asyncpg
 
 from notifier import __version__
 from notifier.db import DatabaseUnavailable, connect, load_queries
+from notifier.dev import DevError, DevOptions, run_dev
+from notifier.healthcheck import health_url, probe
 from notifier.logging import configure_logging, get_logger
 from notifier.migrate import MigrationError, migrate
 from notifier.settings import Settings, SettingsError, load_settings
@@ -79,6 +82,24 @@ def _run_unwatch(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def _run_dev(args: argparse.Namespace, settings: Settings) -> int:
+    options = DevOptions(
+        data_dir=Path(args.data_dir).resolve(),
+        api_port=args.api_port if args.api_port is not None else settings.api_port,
+        daemon_port=args.daemon_port if args.daemon_port is not None else settings.daemon_port,
+        receiver_port=args.receiver_port,
+    )
+    return run_dev(settings, options)
+
+
+def _run_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    url = health_url(settings, args.target)
+    if probe(url):
+        return 0
+    print(f"notifier: unhealthy: {url} did not answer 200", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -101,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser("unwatch", help="stop capturing changes of a table")
     cmd.add_argument("table")
     cmd.set_defaults(handler=_run_unwatch)
+
+    cmd = commands.add_parser(
+        "dev", help="run everything locally: database, API, daemon and a demo receiver"
+    )
+    cmd.add_argument(
+        "--data-dir",
+        default=".notifier-dev",
+        help="where the embedded PostgreSQL keeps its data between runs (default: %(default)s)",
+    )
+    cmd.add_argument("--api-port", type=int, help="default: NOTIFIER_API_PORT (8080)")
+    cmd.add_argument("--daemon-port", type=int, help="default: NOTIFIER_DAEMON_PORT (8081)")
+    cmd.add_argument("--receiver-port", type=int, default=8082, help="default: %(default)s")
+    cmd.set_defaults(handler=_run_dev)
+
+    cmd = commands.add_parser(
+        "healthcheck", help="exit 0 if the local API or daemon answers /healthz (for containers)"
+    )
+    cmd.add_argument("target", nargs="?", choices=["daemon", "api"], default="daemon")
+    cmd.set_defaults(handler=_run_healthcheck)
     return parser
 
 
@@ -112,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
         handler: Handler = args.handler
         return handler(args, settings)
-    except (SettingsError, DatabaseUnavailable, MigrationError, CliError) as exc:
+    except (SettingsError, DatabaseUnavailable, MigrationError, CliError, DevError) as exc:
         print(f"notifier: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
