@@ -51,10 +51,11 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-async def connect(url: str) -> asyncpg.Connection:
+async def connect(url: str, *, application_name: str | None = None) -> asyncpg.Connection:
     """Open one connection, or raise DatabaseUnavailable with a clear one-line reason."""
+    settings = {"application_name": application_name} if application_name else None
     try:
-        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=settings)
     except CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(
             f"cannot connect to the database at {redact_url(url)}: {_describe(exc)}"

@@ -12,6 +12,8 @@ from notifier.logging import get_logger
 log = get_logger("notifier.listener")
 
 CHANNEL = "notifier"
+# Shown in pg_stat_activity, so operators can tell the LISTEN connection apart.
+APPLICATION_NAME = "notifier-listener"
 # After this many failures in a row the listener logs errors instead of warnings.
 WARNINGS_BEFORE_ERRORS = 3
 
@@ -71,7 +73,7 @@ class Listener:
         metrics.LISTENER_CONNECTED.set(1 if value else 0)
 
     async def _listen_once(self, *, reconnect: bool) -> None:
-        conn = await connect(self._url)
+        conn = await connect(self._url, application_name=APPLICATION_NAME)
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _conn: lost.set())

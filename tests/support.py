@@ -56,6 +56,8 @@ class Receiver:
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # sent with answers
+    delays: dict[str, float] = field(default_factory=dict)  # seconds before answering
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -68,7 +70,8 @@ class Receiver:
         if status is None:
             await asyncio.sleep(3600)
             status = 204
-        return web.Response(status=status)
+        await asyncio.sleep(self.delays.get(request.path, 0))
+        return web.Response(status=status, headers=self.headers.get(request.path))
 
     async def start(self) -> Receiver:
         app = web.Application()
@@ -141,9 +144,15 @@ class Daemon:
         self.process.wait(10)
         self._log.close()
 
-    def terminate(self, timeout: float = 20) -> int:
+    async def terminate(self, seconds: float = 20) -> int:
+        """SIGTERM, then wait for the exit status without blocking the event loop
+        (the receivers the daemon is finishing requests to run on it)."""
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
+        deadline = time.monotonic() + seconds
+        while (code := self.process.poll()) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the daemon did not exit within {seconds:g} s of SIGTERM")
+            await asyncio.sleep(0.02)
         self._log.close()
         return code
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from notifier.subscriptions import SubscriptionStore
 from tests.support import Daemon, Receiver, wait_until
 
 Conn = psycopg.Connection[tuple[object, ...]]
+SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded"}'
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
@@ -38,6 +40,14 @@ def start(daemons: list[Daemon], database_url: str, tmp_path: Path, **settings: 
     daemon = Daemon(database_url, tmp_path / f"daemon-{len(daemons)}.log", **settings)
     daemons.append(daemon)
     return daemon
+
+
+async def _metric_at_least(http: aiohttp.ClientSession, base: str, name: str, value: float) -> bool:
+    async with http.get(f"{base}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1]) >= value
+    return False
 
 
 def account(dba: Conn) -> int:
@@ -83,7 +93,18 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
         await conn.close()
 
     await wait_until(lambda: len(receiver.received) >= 8, what="8 deliveries")
-    assert daemon.terminate() == 0
+    health = f"http://127.0.0.1:{daemon.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{health}/healthz") as response:
+            assert response.status == 200
+        await wait_until(lambda: _metric_at_least(http, health, SUCCEEDED, 8), what="metrics")
+        async with http.get(f"{health}/metrics") as response:
+            text = await response.text()
+    assert "notifier_attempt_duration_seconds_count 8.0" in text
+    assert "notifier_delivery_latency_seconds_count 8.0" in text
+    assert "notifier_backlog " in text
+    assert "notifier_oldest_pending_age_seconds " in text
+    assert await daemon.terminate() == 0
 
     grouped = receiver.by_path()
     assert "/other" not in grouped
@@ -153,5 +174,5 @@ async def test_a_later_subscription_gets_only_later_events(
     await wait_until(
         lambda: pool.fetchval("SELECT count(*) = 0 FROM notifier.event_queue"), what="fan-out"
     )
-    assert daemon.terminate() == 0
+    assert await daemon.terminate() == 0
     assert [r.event["data"]["amount"] for r in receiver.received] == [1]

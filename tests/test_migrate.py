@@ -116,7 +116,8 @@ async def test_failed_migration_rolls_back_and_names_the_file(empty_database_url
         with pytest.raises(MigrationError, match=r"900_broken\.sql failed: division by zero"):
             await migrate(conn, broken)
         assert await conn.fetchval("SELECT to_regclass('half_done')") is None
-        assert await conn.fetchval("SELECT max(version) FROM notifier.schema_migrations") == 3
+        newest = discover()[-1].version
+        assert await conn.fetchval("SELECT max(version) FROM notifier.schema_migrations") == newest
     finally:
         await conn.close()
 
