@@ -88,6 +88,42 @@ def _run_daemon(_args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_daemon(settings))
 
 
+def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.bench import run_bench
+
+    return asyncio.run(
+        run_bench(
+            args.admin_url or settings.database_url,
+            database=args.database,
+            rate=args.rate,
+            seconds=args.seconds,
+            backlog=args.backlog,
+            pgbench=args.pgbench,
+            write_seconds=args.write_seconds,
+            clients=args.clients,
+            keep=args.keep,
+        )
+    )
+
+
+def _add_bench_command(commands: Any) -> None:
+    cmd = commands.add_parser(
+        "bench", help="measure latency, drain rate and write overhead on this machine"
+    )
+    cmd.add_argument(
+        "--admin-url", help="server to create the scratch database on (default: database URL)"
+    )
+    cmd.add_argument("--database", default="notifier_bench", help="scratch database (dropped)")
+    cmd.add_argument("--rate", type=float, default=200.0, help="events/s for the latency run")
+    cmd.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    cmd.add_argument("--backlog", type=int, default=50_000, help="events for the drain run")
+    cmd.add_argument("--pgbench", help="path to pgbench (default: found automatically)")
+    cmd.add_argument("--write-seconds", type=int, default=10, help="length of each pgbench run")
+    cmd.add_argument("--clients", type=int, default=8, help="pgbench clients")
+    cmd.add_argument("--keep", action="store_true", help="keep the scratch database")
+    cmd.set_defaults(handler=_run_bench)
+
+
 def _run_receiver(args: argparse.Namespace, _settings: Settings) -> int:
     from notifier.receiver import run_receiver
 
@@ -200,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(handler=_run_daemon)
 
     _add_subscription_commands(commands)
+    _add_bench_command(commands)
 
     cmd = commands.add_parser("receiver", help="demo endpoint: verify signatures, print events")
     cmd.add_argument("--host", default="127.0.0.1")
