@@ -62,11 +62,21 @@ async def connect(url: str, *, application_name: str | None = None) -> asyncpg.C
         ) from exc
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    server_settings: Mapping[str, str] | None = None,
+) -> asyncpg.Pool:
     """Open a connection pool, or raise DatabaseUnavailable with a clear one-line reason."""
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings=dict(server_settings) if server_settings else None,
         )
     except CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(
