@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -231,7 +232,7 @@ async def test_listener_backend_terminated_then_recovered(
     await SubscriptionStore(pool).create(receiver.url("/live"))
     daemon = start(daemons, database_url, tmp_path)
     readyz = f"http://127.0.0.1:{daemon.port}/readyz"
-    database = database_url.rsplit("/", 1)[1].split("?")[0]
+    database = urlsplit(database_url).path.lstrip("/")
     async with aiohttp.ClientSession() as http:
 
         async def ready() -> int:
@@ -245,21 +246,21 @@ async def test_listener_backend_terminated_then_recovered(
         writer = asyncio.create_task(write_events(database_url, 300, chunk=1, pause=0.01))
         await asyncio.sleep(0.5)
         # The listener cannot come back until the database accepts connections again.
-        admin = psycopg.connect(pg_server, autocommit=True)
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        try:
-            terminated = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'notifier-listener' AND datname = %s",
-                [database],
-            ).fetchall()
-            assert terminated == [(True,)]
-            await wait_until(lambda: _is(ready(), 503), what="/readyz 503 during the outage")
-            async with http.get(readyz) as response:
-                assert (await response.json())["checks"] == {"database": True, "listener": False}
-        finally:
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-            admin.close()
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            try:
+                terminated = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'notifier-listener' AND datname = %s",
+                    [database],
+                ).fetchall()
+                assert terminated == [(True,)]
+                await wait_until(lambda: _is(ready(), 503), what="/readyz 503 during the outage")
+                async with http.get(readyz) as response:
+                    checks = (await response.json())["checks"]
+                    assert checks == {"database": True, "listener": False}
+            finally:
+                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
         await wait_until(lambda: _is(ready(), 200), what="/readyz 200 after recovery")
         await writer
         async with http.get(f"http://127.0.0.1:{daemon.port}/metrics") as response:
