@@ -51,21 +51,32 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-async def connect(url: str) -> asyncpg.Connection:
+async def connect(url: str, *, application_name: str | None = None) -> asyncpg.Connection:
     """Open one connection, or raise DatabaseUnavailable with a clear one-line reason."""
+    settings = {"application_name": application_name} if application_name else None
     try:
-        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=settings)
     except CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(
             f"cannot connect to the database at {redact_url(url)}: {_describe(exc)}"
         ) from exc
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    server_settings: Mapping[str, str] | None = None,
+) -> asyncpg.Pool:
     """Open a connection pool, or raise DatabaseUnavailable with a clear one-line reason."""
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings=dict(server_settings) if server_settings else None,
         )
     except CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(

@@ -1,0 +1,31 @@
+"""The daemon's Prometheus metrics (module-level objects, as prometheus-client intends)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "notifier_deliveries",
+    "Delivery attempts by outcome: succeeded, failed (will retry), dead, gone (410).",
+    ["outcome"],
+)
+ATTEMPT_DURATION = Histogram(
+    "notifier_attempt_duration_seconds",
+    "Duration of one HTTP delivery attempt.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DELIVERY_LATENCY = Histogram(
+    "notifier_delivery_latency_seconds",
+    "From the event's capture (its commit) to its successful delivery.",
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 86400),
+)
+BACKLOG = Gauge("notifier_backlog", "Events not yet fanned out plus deliveries not yet done.")
+OLDEST_PENDING_AGE = Gauge(
+    "notifier_oldest_pending_age_seconds", "Age of the oldest event not yet delivered."
+)
+LISTENER_CONNECTED = Gauge(
+    "notifier_listener_connected", "1 while the LISTEN connection is up, else 0."
+)
+LISTENER_RECONNECTS = Counter(
+    "notifier_listener_reconnects", "Times the LISTEN connection was re-established."
+)

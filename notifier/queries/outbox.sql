@@ -1,0 +1,162 @@
+-- name: claim
+-- One round trip per batch: fan new events out to matching subscriptions and claim
+-- the deliveries this daemon has room for, and claim due retries and expired leases.
+--   $1 events to fan out   $2 lease seconds   $3/$4 room left per subscription (ids,
+--   counts; a subscription not listed has room $5)   $6 due deliveries to claim
+--   $7 whether to disarm the doorbell when work is found.
+-- New deliveries beyond a subscription's room are inserted as pending, due now.
+-- Always returns one row at least: fanned_events, then the claimed delivery (or NULLs).
+WITH queued AS (
+    DELETE FROM notifier.event_queue
+     WHERE event_id IN (SELECT event_id FROM notifier.event_queue
+                         ORDER BY event_id
+                         LIMIT $1
+                           FOR UPDATE SKIP LOCKED)
+    RETURNING event_id
+),
+room AS (
+    SELECT * FROM unnest($3::bigint[], $4::int[]) AS r (subscription_id, n)
+),
+fanned AS (
+    SELECT e.id AS event_id, s.id AS subscription_id,
+           row_number() OVER (PARTITION BY s.id ORDER BY e.id) <= coalesce(r.n, $5) AS claim
+      FROM queued q
+      JOIN notifier.events e ON e.id = q.event_id
+      JOIN notifier.subscriptions s
+        ON s.enabled
+       AND s.created_at <= e.created_at
+       AND notifier.type_matches(e.type, s.event_types)
+      LEFT JOIN room r ON r.subscription_id = s.id
+),
+inserted AS (
+    INSERT INTO notifier.deliveries (event_id, subscription_id, status, attempts, next_attempt_at)
+    SELECT event_id, subscription_id,
+           CASE WHEN claim THEN 'in_flight' ELSE 'pending' END,
+           CASE WHEN claim THEN 1 ELSE 0 END,
+           CASE WHEN claim THEN now() + make_interval(secs => $2) ELSE now() END
+      FROM fanned
+    RETURNING id, event_id, subscription_id, status, attempts
+),
+due AS (
+    UPDATE notifier.deliveries d
+       SET status = 'in_flight',
+           attempts = d.attempts + 1,
+           next_attempt_at = now() + make_interval(secs => $2),
+           updated_at = now()
+     WHERE d.id IN (SELECT c.id
+                      FROM notifier.deliveries c
+                      JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
+                     WHERE c.status IN ('pending', 'in_flight')
+                       AND c.next_attempt_at <= now()
+                       AND c.subscription_id NOT IN (SELECT subscription_id FROM room WHERE n <= 0)
+                     ORDER BY c.next_attempt_at
+                     LIMIT $6
+                       FOR UPDATE OF c SKIP LOCKED)
+    RETURNING d.id, d.event_id, d.subscription_id, d.status, d.attempts
+),
+claimed AS (
+    SELECT id, event_id, subscription_id, attempts FROM inserted WHERE status = 'in_flight'
+    UNION ALL
+    SELECT id, event_id, subscription_id, attempts FROM due
+),
+disarmed AS (
+    UPDATE notifier.doorbell SET armed = false
+     WHERE armed AND $7::boolean
+       AND (EXISTS (SELECT 1 FROM queued) OR EXISTS (SELECT 1 FROM due))
+)
+SELECT stats.fanned_events,
+       c.id AS delivery_id, c.attempts, c.subscription_id,
+       e.uid AS event_uid, e.type AS event_type, e.created_at AS event_created_at,
+       e.data::text AS data, e.previous::text AS previous,
+       s.url, s.secret,
+       CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
+       s.max_in_flight
+  FROM (SELECT count(*) AS fanned_events FROM queued) AS stats
+  LEFT JOIN claimed c ON true
+  LEFT JOIN notifier.events e ON e.id = c.event_id
+  LEFT JOIN notifier.subscriptions s ON s.id = c.subscription_id;
+
+-- name: settle
+-- Record a batch of attempt outcomes. A row is updated only while this holder's claim
+-- is current (same attempts count, still in_flight); the attempt is logged either way.
+WITH outcome AS (
+    SELECT *
+      FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[],
+                  $7::timestamptz[], $8::float8[], $9::text[])
+        AS o (delivery_id, attempt, status, retry_in, status_code, error,
+              started_at, duration_ms, response_snippet)
+),
+settled AS (
+    UPDATE notifier.deliveries d
+       SET status = o.status,
+           next_attempt_at = CASE WHEN o.status = 'pending'
+                                  THEN now() + make_interval(secs => o.retry_in)
+                                  ELSE d.next_attempt_at END,
+           last_attempt_at = o.started_at,
+           last_status_code = o.status_code,
+           last_error = o.error,
+           completed_at = CASE WHEN o.status IN ('succeeded', 'dead') THEN now() END,
+           updated_at = now()
+      FROM outcome o
+     WHERE d.id = o.delivery_id AND d.attempts = o.attempt AND d.status = 'in_flight'
+),
+live AS (
+    -- Deliveries whose subscription was deleted meanwhile are gone: skip their log rows.
+    SELECT id FROM notifier.deliveries WHERE id = ANY ($1::bigint[]) FOR KEY SHARE
+)
+INSERT INTO notifier.delivery_attempts
+       (delivery_id, attempt, started_at, duration_ms, status_code, error, response_snippet)
+SELECT o.delivery_id, o.attempt, o.started_at, o.duration_ms, o.status_code, o.error,
+       o.response_snippet
+  FROM outcome o
+ WHERE o.delivery_id IN (SELECT id FROM live);
+
+-- name: extend_leases
+UPDATE notifier.deliveries d
+   SET next_attempt_at = now() + make_interval(secs => $3)
+  FROM unnest($1::bigint[], $2::int[]) AS h (id, attempt)
+ WHERE d.id = h.id AND d.attempts = h.attempt AND d.status = 'in_flight';
+
+-- name: release
+-- Hand back claimed deliveries that were never attempted: due now, attempt not counted.
+UPDATE notifier.deliveries d
+   SET status = 'pending', attempts = d.attempts - 1, next_attempt_at = now(), updated_at = now()
+  FROM unnest($1::bigint[], $2::int[]) AS h (id, attempt)
+ WHERE d.id = h.id AND d.attempts = h.attempt AND d.status = 'in_flight';
+
+-- name: arm
+UPDATE notifier.doorbell SET armed = true WHERE NOT armed;
+
+-- name: recheck
+-- After arming: is there work, when is the next retry due (seconds, NULL if none), and
+-- is any other transaction in progress (it may have read the bell before it was armed
+-- and will commit without ringing). $1: subscriptions with no room, not counted as work.
+SELECT EXISTS (SELECT 1 FROM notifier.event_queue) AS queued,
+       (SELECT extract(epoch FROM c.next_attempt_at - now())::float8
+          FROM notifier.deliveries c
+          JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
+         WHERE c.status IN ('pending', 'in_flight')
+           AND c.subscription_id <> ALL ($1::bigint[])
+         ORDER BY c.next_attempt_at
+         LIMIT 1) AS next_due_in,
+       EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot())) AS writers_in_progress;
+
+-- name: disable_subscription
+UPDATE notifier.subscriptions
+   SET enabled = false, disabled_reason = $2, disabled_at = now(), updated_at = now()
+ WHERE id = $1 AND enabled;
+
+-- name: backlog
+-- Work not yet delivered: events not fanned out, and deliveries pending or in flight;
+-- with the age in seconds of the oldest of them.
+SELECT (SELECT count(*) FROM notifier.event_queue)
+     + (SELECT count(*) FROM notifier.deliveries WHERE status IN ('pending', 'in_flight')) AS pending,
+       extract(epoch FROM now() - least(
+           (SELECT e.created_at FROM notifier.event_queue q
+              JOIN notifier.events e ON e.id = q.event_id ORDER BY q.event_id LIMIT 1),
+           (SELECT min(e.created_at) FROM notifier.deliveries d
+              JOIN notifier.events e ON e.id = d.event_id
+             WHERE d.status IN ('pending', 'in_flight'))))::float8 AS oldest_age_seconds;
+
+-- name: ping
+SELECT 1;

@@ -1,0 +1,178 @@
+"""`notifier run` end to end: real processes, a real PostgreSQL, real HTTP receivers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import psycopg
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from notifier.subscriptions import SubscriptionStore
+from tests.support import Daemon, Receiver, wait_until
+
+Conn = psycopg.Connection[tuple[object, ...]]
+SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded"}'
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    started = await Receiver().start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+def daemons(database_url: str, tmp_path: Path) -> Iterator[list[Daemon]]:
+    """Started by the test with start(); all killed at the end whatever happened."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.ensure_stopped()
+
+
+def start(daemons: list[Daemon], database_url: str, tmp_path: Path, **settings: str) -> Daemon:
+    daemon = Daemon(database_url, tmp_path / f"daemon-{len(daemons)}.log", **settings)
+    daemons.append(daemon)
+    return daemon
+
+
+async def _metric_at_least(http: aiohttp.ClientSession, base: str, name: str, value: float) -> bool:
+    async with http.get(f"{base}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1]) >= value
+    return False
+
+
+def account(dba: Conn) -> int:
+    row = dba.execute("INSERT INTO accounts (currency) VALUES ('USD') RETURNING id").fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def top_ups(dba: Conn, account_id: int, count: int) -> None:
+    dba.execute(
+        "INSERT INTO transactions (account_id, kind, amount) "
+        "SELECT %s, 'top_up', n FROM generate_series(1, %s) n",
+        [account_id, count],
+    )
+
+
+async def test_events_arrive_once_signed_and_in_the_contract_shape(
+    database_url: str,
+    dba: Conn,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    store = SubscriptionStore(pool)
+    all_events = await store.create(receiver.url("/all"), event_types=["transaction.*"])
+    rotated = await store.create(receiver.url("/rotated"))
+    rotated_now = await store.rotate_secret(rotated.id, overlap_seconds=3600)
+    assert rotated_now is not None
+    await store.create(receiver.url("/other"), event_types=["order.created"])
+    daemon = start(daemons, database_url, tmp_path)
+
+    account_id = account(dba)
+    top_ups(dba, account_id, 3)  # a DBA in psql
+    conn = await asyncpg.connect(database_url)  # an application on its own connection
+    try:
+        await conn.execute(
+            "INSERT INTO transactions (account_id, kind, amount, metadata) "
+            "VALUES ($1, 'debit', 2, '{\"note\": \"caf\u00e9\"}')",
+            account_id,
+        )
+    finally:
+        await conn.close()
+
+    await wait_until(lambda: len(receiver.received) >= 8, what="8 deliveries")
+    health = f"http://127.0.0.1:{daemon.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{health}/healthz") as response:
+            assert response.status == 200
+        await wait_until(lambda: _metric_at_least(http, health, SUCCEEDED, 8), what="metrics")
+        async with http.get(f"{health}/metrics") as response:
+            text = await response.text()
+    assert "notifier_attempt_duration_seconds_count 8.0" in text
+    assert "notifier_delivery_latency_seconds_count 8.0" in text
+    assert "notifier_backlog " in text
+    assert "notifier_oldest_pending_age_seconds " in text
+    assert await daemon.terminate() == 0
+
+    grouped = receiver.by_path()
+    assert "/other" not in grouped
+    assert len(grouped["/all"]) == 4
+    assert len(grouped["/rotated"]) == 4
+    rows = {
+        r["id"]: r
+        for r in await pool.fetch(
+            "SELECT data->>'id' AS tx, uid::text AS id, type, created_at FROM notifier.events"
+        )
+    }
+    verifiers = {
+        "/all": [Webhook(all_events.secret)],
+        "/rotated": [Webhook(rotated_now.secret), Webhook(rotated.secret)],
+    }
+    for path, requests in grouped.items():
+        assert len({r.headers["webhook-id"] for r in requests}) == 4, "each event once"
+        for request in requests:
+            for verifier in verifiers[path]:
+                assert verifier.verify(request.body, request.headers) == request.event
+            event = request.event
+            assert list(event) == ["id", "type", "timestamp", "data", "previous"]
+            assert event["id"] == request.headers["webhook-id"]
+            assert event["type"] == "transaction.created"
+            assert TIMESTAMP.match(event["timestamp"])
+            assert event["previous"] is None
+            assert event["data"]["account_id"] == account_id
+            assert rows[event["id"]]["tx"] == str(event["data"]["id"])
+            assert request.headers["Content-Type"] == "application/json"
+            assert request.headers["User-Agent"].startswith("notifier/")
+        signatures = requests[0].headers["webhook-signature"].split(" ")
+        assert len(signatures) == (2 if path == "/rotated" else 1)
+    debit = next(r.event for r in grouped["/all"] if r.event["data"]["kind"] == "debit")
+    assert debit["data"]["metadata"] == {"note": "caf\u00e9"}
+
+    statuses = await pool.fetch("SELECT status, attempts FROM notifier.deliveries")
+    assert [tuple(s) for s in statuses] == [("succeeded", 1)] * 8
+    outcome_lines = [line for line in daemon.logs() if line["event"] == "delivery_succeeded"]
+    assert len(outcome_lines) == 8
+    assert {
+        "event_id",
+        "delivery_id",
+        "subscription_id",
+        "attempt",
+        "status",
+        "duration_ms",
+    } <= set(outcome_lines[0])
+    log_text = daemon.log_path.read_text()
+    assert all_events.secret not in log_text
+    assert rotated_now.secret not in log_text
+
+
+async def test_a_later_subscription_gets_only_later_events(
+    database_url: str,
+    dba: Conn,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    account_id = account(dba)
+    top_ups(dba, account_id, 2)
+    await SubscriptionStore(pool).create(receiver.url("/late"))
+    top_ups(dba, account_id, 1)
+    daemon = start(daemons, database_url, tmp_path)
+    await wait_until(lambda: len(receiver.received) >= 1, what="the later event")
+    await wait_until(
+        lambda: pool.fetchval("SELECT count(*) = 0 FROM notifier.event_queue"), what="fan-out"
+    )
+    assert await daemon.terminate() == 0
+    assert [r.event["data"]["amount"] for r in receiver.received] == [1]
