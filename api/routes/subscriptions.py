@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -12,6 +13,9 @@ from api.inputs import path_id, read_json, read_query
 from api.models import SubscriptionCreate, SubscriptionPage, SubscriptionUpdate
 from api.state import POOL, SETTINGS
 from notifier.subscriptions import InvalidSubscription, Subscription, SubscriptionStore
+from notifier.targets import UnsafeTarget, check_url
+
+RESOLVE_TIMEOUT_SECONDS = 5.0
 
 _TIMESTAMPS = ("created_at", "updated_at", "disabled_at", "previous_secret_expires_at")
 
@@ -31,12 +35,25 @@ def _invalid(exc: InvalidSubscription) -> Problem:
     return validation_problem([{"field": exc.field, "message": exc.message}])
 
 
+async def _check_target(request: web.Request, url: str) -> None:
+    """Refuse targets on loopback, private or link-local networks (SSRF), unless allowed."""
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            await check_url(url, allow_private=request.app[SETTINGS].allow_private_targets)
+    except UnsafeTarget as exc:
+        raise validation_problem([{"field": "url", "message": str(exc)}]) from None
+    except TimeoutError:
+        message = f"the host did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s"
+        raise validation_problem([{"field": "url", "message": message}]) from None
+
+
 def _not_found(subscription_id: int) -> Problem:
     return Problem("not-found", f"subscription {subscription_id} does not exist")
 
 
 async def create_subscription(request: web.Request) -> web.Response:
     body = await read_json(request, SubscriptionCreate)
+    await _check_target(request, body.url)
     try:
         subscription = await SubscriptionStore(request.app[POOL]).create(
             body.url,
@@ -79,6 +96,8 @@ async def get_subscription(request: web.Request) -> web.Response:
 async def update_subscription(request: web.Request) -> web.Response:
     subscription_id = path_id(request, "subscription_id")
     body = await read_json(request, SubscriptionUpdate)
+    if body.url is not None:
+        await _check_target(request, body.url)
     changes: dict[str, Any] = {
         "url": body.url,
         "description": body.description,

@@ -19,7 +19,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def api_settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, api_token=SecretStr(TOKEN))
+    # Private targets are allowed so that subscription tests need no DNS; the SSRF guard
+    # has its own test with IP literals.
+    return Settings(
+        database_url=database_url, api_token=SecretStr(TOKEN), allow_private_targets=True
+    )
 
 
 @pytest.fixture

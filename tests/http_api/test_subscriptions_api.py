@@ -6,9 +6,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from api.app import create_app
+from notifier.settings import Settings
 from notifier.subscriptions import generate_secret, validate_secret
+from tests.http_api.conftest import AUTH
 
 Client = TestClient[Any, Any]
 
@@ -191,3 +194,29 @@ async def test_unknown_subscription_is_404(client: Client, path: str) -> None:
     ):
         assert response.status == 404
         assert response.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8082/",
+        "http://169.254.169.254/latest/meta-data",
+        "https://10.1.2.3/hook",
+        "http://[::1]/hook",
+    ],
+)
+async def test_private_targets_are_refused_unless_allowed(
+    api_settings: Settings, dba: psycopg.Connection[Any], url: str
+) -> None:
+    strict = api_settings.model_copy(update={"allow_private_targets": False})
+    async with TestClient(TestServer(create_app(strict)), headers=AUTH) as client:
+        response = await client.post("/subscriptions", json={"url": url})
+        assert response.status == 422
+        errors = (await response.json())["errors"]
+        assert [error["field"] for error in errors] == ["url"]
+        assert "not a public address" in errors[0]["message"]
+        public = await _create(client, url="https://93.184.216.34/hook")
+        response = await client.patch(f"/subscriptions/{public['id']}", json={"url": url})
+        assert response.status == 422
+    stored = dba.execute("SELECT url FROM notifier.subscriptions").fetchall()
+    assert stored == [("https://93.184.216.34/hook",)]
