@@ -178,6 +178,9 @@ def _run_receiver(args: argparse.Namespace, _settings: Settings) -> int:
 async def _subscriptions(args: argparse.Namespace, store: SubscriptionStore) -> int:
     action = args.action
     if action == "add":
+        if args.if_absent and (existing := await store.find_by_url(args.url)):
+            print(json.dumps(existing.as_dict()))
+            return 0
         sub = await store.create(
             args.url,
             event_types=args.event_types or None,
@@ -238,6 +241,11 @@ def _add_subscription_commands(commands: Any) -> None:
     add.add_argument("--description", default="")
     add.add_argument("--secret", help="whsec_<base64> signing secret (default: generated)")
     add.add_argument("--max-in-flight", type=int, help="concurrent requests to this endpoint")
+    add.add_argument(
+        "--if-absent",
+        action="store_true",
+        help="do nothing if a subscription to this URL exists (for start-up scripts)",
+    )
     actions.add_parser("list", help="list subscriptions as JSON lines (no secrets)")
     for name, text in (("enable", "resume deliveries"), ("disable", "pause deliveries")):
         sub = actions.add_parser(name, help=text)

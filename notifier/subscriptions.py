@@ -163,6 +163,11 @@ class SubscriptionStore:
         record = await self._db.fetchrow(self._queries["get"], subscription_id)
         return Subscription.from_record(record) if record else None
 
+    async def find_by_url(self, url: str) -> Subscription | None:
+        """The oldest subscription to exactly this URL, if any."""
+        record = await self._db.fetchrow(self._queries["find_by_url"], url)
+        return Subscription.from_record(record) if record else None
+
     async def page(self, *, after: int = 0, limit: int = 100) -> list[Subscription]:
         """Subscriptions with ids above ``after``, in id order, at most ``limit``."""
         records = await self._db.fetch(self._queries["list"], after, limit)

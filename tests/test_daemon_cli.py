@@ -59,6 +59,10 @@ def test_subscription_commands(database_url: str) -> None:
     assert sub["secret"].startswith("whsec_")
     assert sub["event_types"] == ["transaction.created"]
     sub_id = str(sub["id"])
+    again = notifier(database_url, "subscriptions", "add", "http://example.com/hook", "--if-absent")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["id"] == sub["id"]
+    assert "secret" not in json.loads(again.stdout)
 
     disabled = notifier(database_url, "subscriptions", "disable", sub_id, "--reason", "maintenance")
     assert json.loads(disabled.stdout)["disabled_reason"] == "maintenance"

@@ -10,6 +10,9 @@ RETURNING *;
 -- name: get
 SELECT * FROM notifier.subscriptions WHERE id = $1;
 
+-- name: find_by_url
+SELECT * FROM notifier.subscriptions WHERE url = $1 ORDER BY id LIMIT 1;
+
 -- name: list
 -- Cursor paged by id: rows after $1, at most $2.
 SELECT * FROM notifier.subscriptions WHERE id > $1 ORDER BY id LIMIT $2;
