@@ -39,9 +39,10 @@ COMMENT ON TABLE notifier.events IS
 
 -- Events not yet fanned out to subscriptions. The daemon deletes from here in the same
 -- transaction that creates the deliveries, so each event is fanned out exactly once and
--- the events table itself is never updated.
+-- the events table itself is never updated. No foreign key: its check would cost every
+-- writer a lookup and a row lock on the event it just inserted.
 CREATE TABLE notifier.event_queue (
-    event_id  bigint PRIMARY KEY REFERENCES notifier.events (id) ON DELETE CASCADE
+    event_id  bigint PRIMARY KEY
 );
 
 -- The doorbell. A NOTIFY makes its transaction take a database-wide lock at commit, so
@@ -54,16 +55,23 @@ CREATE TABLE notifier.doorbell (
 );
 INSERT INTO notifier.doorbell DEFAULT VALUES;
 
+-- A row as JSON with its timestamps in UTC, for writers whose session uses another time
+-- zone. The SET clause costs a configuration change per call, so the capture function
+-- takes this path only when the session's time zone is not UTC already.
+CREATE FUNCTION notifier.to_jsonb_utc(r anyelement) RETURNS jsonb
+LANGUAGE sql STABLE
+SET "TimeZone" = 'UTC'
+AS $$ SELECT to_jsonb(r) $$;
+
 -- The generic capture trigger function. Attach it to any table (see notifier.watch):
 --   TG_ARGV[0] is the topic; events are typed <topic>.created|updated|deleted.
--- TimeZone is pinned so captured timestamps are UTC whatever the writer's session uses.
+-- It runs inside every writer's transaction, so it is kept lean: names are
+-- schema-qualified (built-ins resolve from pg_catalog first) instead of a SET clause.
 CREATE FUNCTION notifier.capture() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET "TimeZone" = 'UTC'
-AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
-    topic text := TG_ARGV[0];
+    topic   text := TG_ARGV[0];
+    in_utc  boolean := current_setting('TimeZone') IN ('UTC', 'Etc/UTC', 'GMT', 'Etc/GMT', 'UCT', 'Zulu');
 BEGIN
     IF topic IS NULL OR topic = '' THEN
         RAISE EXCEPTION 'notifier.capture() needs a topic argument on table %.%', TG_TABLE_SCHEMA, TG_TABLE_NAME;
@@ -74,8 +82,13 @@ BEGIN
         VALUES (
             topic || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
             topic, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
-            CASE WHEN TG_OP = 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END,
-            CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END)
+            CASE WHEN TG_OP = 'DELETE'
+                 THEN CASE WHEN in_utc THEN to_jsonb(OLD) ELSE notifier.to_jsonb_utc(OLD) END
+                 ELSE CASE WHEN in_utc THEN to_jsonb(NEW) ELSE notifier.to_jsonb_utc(NEW) END
+            END,
+            CASE WHEN TG_OP = 'UPDATE'
+                 THEN CASE WHEN in_utc THEN to_jsonb(OLD) ELSE notifier.to_jsonb_utc(OLD) END
+            END)
         RETURNING id
     )
     INSERT INTO notifier.event_queue (event_id) SELECT id FROM event;
