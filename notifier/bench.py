@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -227,7 +228,7 @@ def _pgbench_tps(pgbench: str, url: str, script: Path, seconds: int, clients: in
 
 async def write_overhead(
     url: str, pgbench: str, log_dir: Path, seconds: int, clients: int, rounds: int = 3
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """(c) INSERT throughput with capture on (doorbell not armed) and off.
 
     The two alternate over several rounds, starting from a vacuumed, checkpointed
@@ -265,6 +266,8 @@ async def write_overhead(
         "capture_off": off_tps,
         "ratio": on_tps / off_tps,
         "armed_no_daemon": armed,
+        "rounds_on": " ".join(f"{tps:.0f}" for tps in on),
+        "rounds_off": " ".join(f"{tps:.0f}" for tps in off),
     }
 
 
@@ -337,7 +340,8 @@ async def run_bench(
             "alternating runs: "
             f"capture on {c['capture_on']:.0f} tx/s, capture off {c['capture_off']:.0f} tx/s, "
             f"ratio {c['ratio']:.2f} (doorbell armed with no daemon to hear it: "
-            f"{c['armed_no_daemon']:.0f} tx/s)",
+            f"{c['armed_no_daemon']:.0f} tx/s); rounds on: {c['rounds_on']}, "
+            f"off: {c['rounds_off']}",
             flush=True,
         )
     finally:
