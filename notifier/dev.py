@@ -59,18 +59,24 @@ def _database(settings: Settings, data_dir: Path) -> Iterator[tuple[str, str]]:
     if "NOTIFIER_DATABASE_URL" in os.environ:
         yield settings.database_url, "from NOTIFIER_DATABASE_URL"
         return
-    try:
-        from pgserver.postgres_server import get_server
-    except ImportError:
-        raise DevError(
-            "the embedded PostgreSQL is not installed: pip install 'notifier[embedded]', "
-            "or set NOTIFIER_DATABASE_URL"
-        ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; nothing here depends on it.
         warnings.simplefilter("ignore")
-        server = get_server(data_dir, cleanup_mode="stop")
+        try:
+            from pgserver.postgres_server import get_server
+        except ImportError:
+            raise DevError(
+                "the embedded PostgreSQL is not installed: pip install 'notifier[embedded]', "
+                "or set NOTIFIER_DATABASE_URL"
+            ) from None
+        try:
+            server = get_server(data_dir, cleanup_mode="stop")
+        except Exception as exc:
+            raise DevError(
+                f"the embedded PostgreSQL in {data_dir} did not start ({exc!r}); "
+                "is another `notifier dev` using that directory?"
+            ) from exc
     try:
         yield server.get_uri(), f"embedded PostgreSQL, data kept in {data_dir}"
     finally:
@@ -151,7 +157,8 @@ def _stop(children: list[Child]) -> None:
 def _psql() -> str:
     if found := shutil.which("psql"):
         return found
-    with contextlib.suppress(ImportError):
+    with contextlib.suppress(ImportError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         import pgserver
 
         bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
