@@ -82,6 +82,7 @@ _SUBSCRIPTION = {
         "url",
         "description",
         "event_types",
+        "filter",
         "enabled",
         "disabled_reason",
         "disabled_at",
@@ -95,6 +96,14 @@ _SUBSCRIPTION = {
         "url": {"type": "string"},
         "description": {"type": "string"},
         "event_types": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "filter": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "op", "value"],
+                "properties": {"field": {"type": "string"}, "op": {"type": "string"}, "value": {}},
+            },
+        },
         "enabled": {"type": "boolean"},
         "disabled_reason": {"type": ["string", "null"]},
         "disabled_at": _NULLABLE_TIMESTAMP,

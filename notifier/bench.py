@@ -288,7 +288,9 @@ async def run_bench(
     await site.start()
     port = runner.addresses[0][1]
     conn = await connect(url)
-    await SubscriptionStore(conn).create(f"http://127.0.0.1:{port}/", secret=secret)
+    await SubscriptionStore(conn, allow_private_targets=True).create(
+        f"http://127.0.0.1:{port}/", secret=secret
+    )
     await conn.close()
     log_dir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
     print(f"bench database {database}; daemon logs in {log_dir}", flush=True)

@@ -15,6 +15,8 @@ import asyncpg
 from notifier import __version__
 from notifier.db import DatabaseUnavailable, connect, load_queries
 from notifier.dev import DevError, DevOptions, run_dev
+from notifier.filters import InvalidFilter
+from notifier.filters import parse as parse_filter
 from notifier.healthcheck import health_url, probe
 from notifier.logging import configure_logging, get_logger
 from notifier.migrate import MigrationError, migrate
@@ -187,6 +189,7 @@ async def _subscriptions(args: argparse.Namespace, store: SubscriptionStore) -> 
             description=args.description,
             secret=args.secret,
             max_in_flight=args.max_in_flight,
+            filter=[parse_filter(text) for text in args.filters or []],
         )
         # The secret is shown once, here, so the receiver can be configured with it.
         print(json.dumps({**sub.as_dict(), "secret": sub.secret}))
@@ -218,8 +221,9 @@ def _run_subscriptions(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         conn = await connect(settings.database_url)
         try:
-            return await _subscriptions(args, SubscriptionStore(conn))
-        except InvalidSubscription as exc:
+            store = SubscriptionStore(conn, allow_private_targets=settings.allow_private_targets)
+            return await _subscriptions(args, store)
+        except (InvalidSubscription, InvalidFilter) as exc:
             raise CliError(str(exc)) from None
         finally:
             await conn.close()
@@ -237,6 +241,13 @@ def _add_subscription_commands(commands: Any) -> None:
         dest="event_types",
         action="append",
         help="'*', 'topic.*' or 'topic.created|updated|deleted' (repeatable; default '*')",
+    )
+    add.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        help="a condition on the row, e.g. 'amount >= 100000', 'kind = debit', "
+        "'account_id in [1, 2]' (repeatable; all must hold)",
     )
     add.add_argument("--description", default="")
     add.add_argument("--secret", help="whsec_<base64> signing secret (default: generated)")
