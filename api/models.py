@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -235,3 +237,46 @@ def error_list(exc: ValidationError) -> list[dict[str, str]]:
         message = error["msg"].removeprefix("Value error, ")
         errors.append({"field": field, "message": message})
     return errors
+
+
+def _utc(value: datetime) -> datetime:
+    # A far-off date with an offset can leave datetime's range once moved to UTC.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+Moment = Annotated[
+    AwareDatetime,
+    AfterValidator(_utc),
+    Field(description="RFC 3339 date-time with a time zone, e.g. 2026-11-21T20:00:00Z."),
+]
+DeliveryStatus = Literal["pending", "in_flight", "succeeded", "dead"]
+
+
+class DeliveryPage(_Query):
+    """GET /deliveries query string."""
+
+    status: DeliveryStatus | None = None
+    subscription_id: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
+    since: Moment | None = Field(default=None, description="Deliveries created at or after.")
+    limit: int = Field(default=PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX)
+    after: int = Field(default=0, ge=0, le=MAX_BIGINT)
+
+
+class Recover(_Body):
+    """POST /subscriptions/{id}/recover."""
+
+    since: Moment = Field(description="Recover events captured at or after this moment.")
+
+
+class Replay(_Body):
+    """POST /subscriptions/{id}/replay."""
+
+    since: Moment = Field(description="Replay events captured at or after this moment...")
+    until: Moment | None = Field(default=None, description="...and before this one (default: now).")
+    again: StrictBool = Field(
+        default=False,
+        description="Also send events this subscription was already sent (succeeded or not).",
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from notifier import __version__
+from notifier.cli_ops import OperatorError, add_operator_commands, add_subscription_operations
 from notifier.db import DatabaseUnavailable, connect, load_queries
 from notifier.dev import DevError, DevOptions, run_dev
 from notifier.filters import InvalidFilter
@@ -265,6 +266,7 @@ def _add_subscription_commands(commands: Any) -> None:
             sub.add_argument("--reason", default="disabled by an operator")
     remove = actions.add_parser("remove", help="delete a subscription and its deliveries")
     remove.add_argument("id", type=int)
+    add_subscription_operations(actions)
     cmd.set_defaults(handler=_run_subscriptions)
 
 
@@ -322,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(handler=_run_daemon)
 
     _add_subscription_commands(commands)
+    add_operator_commands(commands)
     _add_bench_command(commands)
 
     cmd = commands.add_parser("receiver", help="demo endpoint: verify signatures, print events")
@@ -340,7 +343,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
         handler: Handler = args.handler
         return handler(args, settings)
-    except (SettingsError, DatabaseUnavailable, MigrationError, CliError, DevError) as exc:
+    except (
+        SettingsError,
+        DatabaseUnavailable,
+        MigrationError,
+        CliError,
+        DevError,
+        OperatorError,
+    ) as exc:
         print(f"notifier: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
