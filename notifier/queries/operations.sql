@@ -72,7 +72,7 @@ SELECT enabled FROM notifier.subscriptions WHERE id = $1;
 WITH scan AS (
     SELECT id, uid, type, data, created_at
       FROM notifier.events
-     WHERE uid > coalesce($2, notifier.uuid_v7_floor($3 - interval '1 millisecond'))
+     WHERE uid > coalesce($2::uuid, notifier.uuid_v7_floor($3::timestamptz - interval '1 millisecond'))
        AND ($4::timestamptz IS NULL OR uid < notifier.uuid_v7_floor($4 + interval '2 milliseconds'))
      ORDER BY uid
      LIMIT $6
@@ -81,11 +81,11 @@ candidates AS (
     SELECT scan.id
       FROM scan, notifier.subscriptions s
      WHERE s.id = $1
-       AND scan.created_at >= $3
+       AND scan.created_at >= $3::timestamptz
        AND ($4::timestamptz IS NULL OR scan.created_at < $4)
        AND notifier.type_matches(scan.type, s.event_types)
        AND notifier.row_matches(scan.data, s.filter)
-       AND ($5 <> 'recover' OR s.created_at <= scan.created_at)
+       AND ($5::text <> 'recover' OR s.created_at <= scan.created_at)
        AND NOT EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = scan.id)
 ),
 scheduled AS (
@@ -94,7 +94,7 @@ scheduled AS (
         ON CONFLICT (event_id, subscription_id) DO UPDATE
        SET status = 'pending', next_attempt_at = now(), schedule_offset = d.attempts,
            completed_at = NULL, updated_at = now()
-     WHERE CASE $5
+     WHERE CASE $5::text
                WHEN 'recover' THEN d.status = 'dead'
                                    OR (d.status = 'pending' AND d.attempts > d.schedule_offset)
                WHEN 'replay_again' THEN d.status <> 'in_flight'
