@@ -14,9 +14,10 @@ import asyncpg
 
 from notifier.db import connect
 from notifier.operations import DELIVERY_STATUSES, OperationError, Operations
-from notifier.retention import run_retention
 from notifier.settings import Settings, duration_seconds
-from notifier.upkeep import retention_policy
+
+# Modules that create loggers are imported where they are used: a structlog logger bound
+# before configure_logging() runs would ignore NOTIFIER_LOG_FORMAT.
 
 
 class OperatorError(Exception):
@@ -111,6 +112,9 @@ def _handler(
 
 
 def _run_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.retention import run_retention
+    from notifier.upkeep import retention_policy
+
     async def run() -> int:
         conn = await connect(settings.database_url)
         try:
