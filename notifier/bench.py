@@ -100,6 +100,8 @@ class DaemonProcess:
             "NOTIFIER_DATABASE_URL": database_url,
             "NOTIFIER_DAEMON_HOST": "127.0.0.1",
             "NOTIFIER_DAEMON_PORT": "0",
+            # The bench receiver listens on 127.0.0.1, which the SSRF guard refuses.
+            "NOTIFIER_ALLOW_PRIVATE_TARGETS": "true",
         }
         self._log = (log_dir / "daemon.log").open("ab")
         self.process = subprocess.Popen(

@@ -27,7 +27,7 @@ fanned AS (
         ON s.enabled
        AND s.created_at <= e.created_at
        AND notifier.type_matches(e.type, s.event_types)
-       AND notifier.row_matches(e.data, s.filter)
+       AND (s.filter = '[]' OR notifier.row_matches(e.data, s.filter))
       LEFT JOIN room r ON r.subscription_id = s.id
 ),
 inserted AS (
