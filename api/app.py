@@ -14,7 +14,7 @@ from api.errors import problem_middleware
 from api.idempotency import PURGE_INTERVAL_SECONDS, purge_expired
 from api.observability import observe
 from api.openapi import build_document
-from api.routes import accounts, operations, subscriptions
+from api.routes import accounts, deliveries, operations, subscriptions
 from api.state import OPENAPI_DOCUMENT, POOL, SETTINGS
 from notifier.db import create_pool, redact_url
 from notifier.logging import get_logger
@@ -87,6 +87,7 @@ def create_app(
     accounts.add_routes(app)
     subscriptions.add_routes(app)
     operations.add_routes(app)
+    deliveries.add_routes(app)
     app[OPENAPI_DOCUMENT] = build_document(app)
     return app
 

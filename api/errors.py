@@ -30,6 +30,7 @@ PROBLEM_TYPES: Mapping[str, tuple[int, str]] = {
     "balance-overflow": (409, "Balance overflow"),
     "idempotency-key-in-use": (409, "Idempotency key in use"),
     "subscription-in-use": (409, "Subscription in use"),
+    "delivery-in-flight": (409, "Delivery in flight"),
     "request-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "validation-failed": (422, "Validation failed"),

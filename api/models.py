@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -16,6 +19,7 @@ from pydantic import (
 )
 
 from api.currencies import ISO_4217_CODES
+from notifier.filters import MAX_CONDITIONS, Condition, InvalidFilter, condition, parse
 from notifier.subscriptions import (
     EVENT_TYPE_REGEX,
     validate_event_types,
@@ -113,6 +117,50 @@ Secret = Annotated[
 MaxInFlight = Annotated[int, Field(strict=True, ge=1, le=1000)]
 
 
+class FilterObject(BaseModel):
+    """One row-value condition as an object: ``{"field": "amount", "op": ">=", "value": 1}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: StrictStr
+    op: StrictStr
+    value: Any
+
+
+def condition_of(item: str | FilterObject) -> Condition:
+    """The condition an API filter item states, text (``amount >= 100000``) or object."""
+    if isinstance(item, str):
+        return parse(_clean_text(item))
+    _check_json_strings(item.value)
+    return condition(item.field, item.op, item.value)
+
+
+def _finite(value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return all(not isinstance(v, float) or math.isfinite(v) for v in values)
+
+
+def _check_condition(item: str | FilterObject) -> str | FilterObject:
+    try:
+        parsed = condition_of(item)
+    except InvalidFilter as exc:
+        raise ValueError(str(exc)) from None
+    if not _finite(parsed.value):
+        raise ValueError(f"{parsed.field} {parsed.op}: numbers must be finite")
+    return item
+
+
+FilterItem = Annotated[
+    StrictStr | FilterObject,
+    AfterValidator(_check_condition),
+    Field(
+        description="A condition on the event's row: 'amount >= 100000', 'kind = debit', "
+        "'account_id in [1, 2]', 'metadata.tier = gold'; or the same as an object."
+    ),
+]
+Filter = Annotated[list[FilterItem], Field(max_length=MAX_CONDITIONS)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -142,6 +190,7 @@ class SubscriptionCreate(_Body):
     secret: Secret | None = Field(default=None, description="Generated when not given.")
     enabled: StrictBool = True
     max_in_flight: MaxInFlight | None = None
+    filter: Filter = Field(default_factory=list, description="Row-value conditions; all must hold.")
 
 
 class SubscriptionUpdate(_Body):
@@ -156,6 +205,9 @@ class SubscriptionUpdate(_Body):
         default=False, description="Replace the secret with a generated one."
     )
     secret: Secret | None = Field(default=None, description="Replace the secret with this one.")
+    filter: Filter | None = Field(
+        default=None, description="Replace the row-value conditions; [] removes them."
+    )
 
 
 class _Query(BaseModel):
@@ -185,3 +237,46 @@ def error_list(exc: ValidationError) -> list[dict[str, str]]:
         message = error["msg"].removeprefix("Value error, ")
         errors.append({"field": field, "message": message})
     return errors
+
+
+def _utc(value: datetime) -> datetime:
+    # A far-off date with an offset can leave datetime's range once moved to UTC.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+Moment = Annotated[
+    AwareDatetime,
+    AfterValidator(_utc),
+    Field(description="RFC 3339 date-time with a time zone, e.g. 2026-11-21T20:00:00Z."),
+]
+DeliveryStatus = Literal["pending", "in_flight", "succeeded", "dead"]
+
+
+class DeliveryPage(_Query):
+    """GET /deliveries query string."""
+
+    status: DeliveryStatus | None = None
+    subscription_id: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
+    since: Moment | None = Field(default=None, description="Deliveries created at or after.")
+    limit: int = Field(default=PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX)
+    after: int = Field(default=0, ge=0, le=MAX_BIGINT)
+
+
+class Recover(_Body):
+    """POST /subscriptions/{id}/recover."""
+
+    since: Moment = Field(description="Recover events captured at or after this moment.")
+
+
+class Replay(_Body):
+    """POST /subscriptions/{id}/replay."""
+
+    since: Moment = Field(description="Replay events captured at or after this moment...")
+    until: Moment | None = Field(default=None, description="...and before this one (default: now).")
+    again: StrictBool = Field(
+        default=False,
+        description="Also send events this subscription was already sent (succeeded or not).",
+    )

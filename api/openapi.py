@@ -12,11 +12,14 @@ from typing import Any
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
+from api import openapi_operations
 from api.models import (
     MAX_BIGINT,
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
     AccountCreate,
+    Recover,
+    Replay,
     SubscriptionCreate,
     SubscriptionUpdate,
     TransactionCreate,
@@ -82,6 +85,7 @@ _SUBSCRIPTION = {
         "url",
         "description",
         "event_types",
+        "filter",
         "enabled",
         "disabled_reason",
         "disabled_at",
@@ -95,6 +99,14 @@ _SUBSCRIPTION = {
         "url": {"type": "string"},
         "description": {"type": "string"},
         "event_types": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "filter": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "op", "value"],
+                "properties": {"field": {"type": "string"}, "op": {"type": "string"}, "value": {}},
+            },
+        },
         "enabled": {"type": "boolean"},
         "disabled_reason": {"type": ["string", "null"]},
         "disabled_at": _NULLABLE_TIMESTAMP,
@@ -144,7 +156,8 @@ _PROBLEM_DESCRIPTIONS = {
     401: "Missing or wrong bearer token.",
     404: "No such resource.",
     409: "Refused by the ledger: insufficient funds (with balance and amount), "
-    "currency mismatch, balance overflow.",
+    "currency mismatch, balance overflow; a subscription still in use; a delivery being "
+    "attempted right now.",
     413: "Body larger than the configured limit.",
     415: "Content-Type is not application/json.",
     422: "Validation failed (errors lists each field), or an Idempotency-Key reused "
@@ -186,6 +199,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "description": "ad engine",
     },
     "SubscriptionUpdate": {"rotate_secret": True},
+    **openapi_operations.EXAMPLES,
 }
 
 
@@ -383,6 +397,8 @@ def _components() -> dict[str, Any]:
             (TransactionCreate, "validation"),
             (SubscriptionCreate, "validation"),
             (SubscriptionUpdate, "validation"),
+            (Recover, "validation"),
+            (Replay, "validation"),
         ],
         ref_template="#/components/schemas/{model}",
     )
@@ -395,6 +411,7 @@ def _components() -> dict[str, Any]:
             "Subscription": _SUBSCRIPTION,
             "SubscriptionWithSecret": _with_secret(_SUBSCRIPTION),
             "Problem": _PROBLEM,
+            **openapi_operations.SCHEMAS,
         },
         "responses": {
             f"Problem{status}": {
@@ -418,7 +435,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
             "an integer count of minor units. Errors are application/problem+json.",
         },
         "security": [{"bearerAuth": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **openapi_operations.paths(_json, _problems, _path_id, _body)},
         "components": _components(),
     }
     paths: dict[str, Any] = document["paths"]  # type: ignore[assignment]

@@ -102,6 +102,8 @@ class DaemonProcess:
             "NOTIFIER_DATABASE_URL": database_url,
             "NOTIFIER_DAEMON_HOST": "127.0.0.1",
             "NOTIFIER_DAEMON_PORT": "0",
+            # The bench receiver listens on 127.0.0.1, which the SSRF guard refuses.
+            "NOTIFIER_ALLOW_PRIVATE_TARGETS": "true",
         }
         self._log = (log_dir / "daemon.log").open("ab")
         self.process = subprocess.Popen(
@@ -314,7 +316,9 @@ async def run_bench(
     await site.start()
     port = runner.addresses[0][1]
     conn = await connect(url)
-    await SubscriptionStore(conn).create(f"http://127.0.0.1:{port}/", secret=secret)
+    await SubscriptionStore(conn, allow_private_targets=True).create(
+        f"http://127.0.0.1:{port}/", secret=secret
+    )
     await conn.close()
     log_dir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
     print(f"bench database {database}; daemon logs in {log_dir}", flush=True)

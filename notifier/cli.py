@@ -13,8 +13,11 @@ from typing import Any
 import asyncpg
 
 from notifier import __version__
+from notifier.cli_ops import OperatorError, add_operator_commands, add_subscription_operations
 from notifier.db import DatabaseUnavailable, connect, load_queries
 from notifier.dev import DevError, DevOptions, run_dev
+from notifier.filters import InvalidFilter
+from notifier.filters import parse as parse_filter
 from notifier.healthcheck import health_url, probe
 from notifier.logging import configure_logging, get_logger
 from notifier.migrate import MigrationError, migrate
@@ -187,6 +190,7 @@ async def _subscriptions(args: argparse.Namespace, store: SubscriptionStore) -> 
             description=args.description,
             secret=args.secret,
             max_in_flight=args.max_in_flight,
+            filter=[parse_filter(text) for text in args.filters or []],
         )
         # The secret is shown once, here, so the receiver can be configured with it.
         print(json.dumps({**sub.as_dict(), "secret": sub.secret}))
@@ -218,8 +222,9 @@ def _run_subscriptions(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         conn = await connect(settings.database_url)
         try:
-            return await _subscriptions(args, SubscriptionStore(conn))
-        except InvalidSubscription as exc:
+            store = SubscriptionStore(conn, allow_private_targets=settings.allow_private_targets)
+            return await _subscriptions(args, store)
+        except (InvalidSubscription, InvalidFilter) as exc:
             raise CliError(str(exc)) from None
         finally:
             await conn.close()
@@ -238,6 +243,13 @@ def _add_subscription_commands(commands: Any) -> None:
         action="append",
         help="'*', 'topic.*' or 'topic.created|updated|deleted' (repeatable; default '*')",
     )
+    add.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        help="a condition on the row, e.g. 'amount >= 100000', 'kind = debit', "
+        "'account_id in [1, 2]' (repeatable; all must hold)",
+    )
     add.add_argument("--description", default="")
     add.add_argument("--secret", help="whsec_<base64> signing secret (default: generated)")
     add.add_argument("--max-in-flight", type=int, help="concurrent requests to this endpoint")
@@ -254,6 +266,7 @@ def _add_subscription_commands(commands: Any) -> None:
             sub.add_argument("--reason", default="disabled by an operator")
     remove = actions.add_parser("remove", help="delete a subscription and its deliveries")
     remove.add_argument("id", type=int)
+    add_subscription_operations(actions)
     cmd.set_defaults(handler=_run_subscriptions)
 
 
@@ -311,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(handler=_run_daemon)
 
     _add_subscription_commands(commands)
+    add_operator_commands(commands)
     _add_bench_command(commands)
 
     cmd = commands.add_parser("receiver", help="demo endpoint: verify signatures, print events")
@@ -329,7 +343,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
         handler: Handler = args.handler
         return handler(args, settings)
-    except (SettingsError, DatabaseUnavailable, MigrationError, CliError, DevError) as exc:
+    except (
+        SettingsError,
+        DatabaseUnavailable,
+        MigrationError,
+        CliError,
+        DevError,
+        OperatorError,
+    ) as exc:
         print(f"notifier: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

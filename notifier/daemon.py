@@ -20,6 +20,8 @@ from notifier.outbox import Outbox
 from notifier.pump import Pump
 from notifier.retry import RetryPolicy
 from notifier.settings import Settings
+from notifier.targets import GuardedResolver
+from notifier.upkeep import StallWatch, keep_retention, watch_endpoint_health
 
 log = get_logger("notifier.daemon")
 
@@ -48,12 +50,13 @@ async def supervise(tasks: Mapping[str, asyncio.Task[Any]], stop: asyncio.Event)
     return None
 
 
-async def _track_backlog(outbox: Outbox) -> None:
+async def _track_backlog(outbox: Outbox, stall: StallWatch) -> None:
     while True:
         try:
             backlog = await outbox.backlog()
             metrics.BACKLOG.set(backlog.pending)
             metrics.OLDEST_PENDING_AGE.set(backlog.oldest_age_seconds)
+            await stall.flowing()
         except DB_ERRORS as exc:
             log.warning("backlog_query_failed", error=str(exc))
         await asyncio.sleep(BACKLOG_INTERVAL_SECONDS)
@@ -68,7 +71,12 @@ async def run_daemon(settings: Settings) -> int:
     pool = await create_pool(
         settings.database_url, min_size=2, max_size=6, server_settings=DAEMON_SESSION
     )
-    connector = aiohttp.TCPConnector(limit=settings.max_in_flight, limit_per_host=0)
+    # The SSRF guard at connect time: DNS answers may have changed since the subscription
+    # was created. IP literals bypass resolvers; each attempt checks those itself.
+    resolver = None if settings.allow_private_targets else GuardedResolver()
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_in_flight, limit_per_host=0, resolver=resolver
+    )
     session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
     outbox = Outbox(pool, settings.lease_seconds)
     dispatcher = Dispatcher(
@@ -79,7 +87,9 @@ async def run_daemon(settings: Settings) -> int:
         max_in_flight_per_subscription=settings.max_in_flight_per_subscription,
         request_timeout=settings.request_timeout_seconds,
         held_per_subscription=2 * settings.batch_size,
+        allow_private_targets=settings.allow_private_targets,
     )
+    stall = StallWatch(outbox, settings.stall_threshold_seconds)
     wake = asyncio.Event()
     listener = Listener(settings.database_url, wake.set)
     pump = Pump(
@@ -91,12 +101,14 @@ async def run_daemon(settings: Settings) -> int:
     )
 
     async def readiness() -> dict[str, bool]:
+        flowing = True  # unknown while the database is away, which fails readiness anyway
         try:
             await outbox.ping(READY_PING_TIMEOUT_SECONDS)
             database = True
+            flowing = await stall.flowing(READY_PING_TIMEOUT_SECONDS)
         except DB_ERRORS:
             database = False
-        return {"database": database, "listener": listener.connected}
+        return {"database": database, "listener": listener.connected, "not_stalled": flowing}
 
     runner = web.AppRunner(health_app(readiness), access_log=None)
     await runner.setup()
@@ -116,7 +128,9 @@ async def run_daemon(settings: Settings) -> int:
         "pump": _task(pump.run(), "pump"),
         "settler": settler,
         "leases": _task(dispatcher.keep_leases(settings.lease_seconds / 3), "leases"),
-        "backlog": _task(_track_backlog(outbox), "backlog"),
+        "backlog": _task(_track_backlog(outbox, stall), "backlog"),
+        "endpoint-health": _task(watch_endpoint_health(outbox, settings), "endpoint-health"),
+        "retention": _task(keep_retention(pool, settings), "retention"),
     }
     died = await supervise(tasks, stop)
     log.info("daemon_stopping", reason="task died" if died else "signal")

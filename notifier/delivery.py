@@ -14,6 +14,7 @@ from notifier import __version__
 from notifier.outbox import Claimed
 from notifier.retry import parse_retry_after
 from notifier.signing import signature_header
+from notifier.targets import UnsafeTarget, check_literal
 
 USER_AGENT = f"notifier/{__version__}"
 SNIPPET_BYTES = 512
@@ -26,6 +27,7 @@ class Result(StrEnum):
     HTTP_ERROR = "http_error"  # an answer that is not 2xx
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"  # refused, reset, DNS, TLS
+    REFUSED_TARGET = "refused_target"  # the SSRF guard: the target is not a public address
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +68,17 @@ def event_headers(claimed: Claimed, body: bytes, now: float) -> dict[str, str]:
 
 
 async def attempt(
-    session: aiohttp.ClientSession, claimed: Claimed, timeout_seconds: float
+    session: aiohttp.ClientSession,
+    claimed: Claimed,
+    timeout_seconds: float,
+    *,
+    allow_private: bool = False,
 ) -> Outcome:
-    """POST the event once; never raises for a failed attempt, it classifies it."""
+    """POST the event once; never raises for a failed attempt, it classifies it.
+
+    Unless ``allow_private``, an IP-literal target is checked here, on every attempt;
+    names are checked by the session's resolver (``GuardedResolver``) at connect time.
+    """
     body = event_body(claimed)
     wall = time.time()
     started_at = datetime.fromtimestamp(wall, UTC)
@@ -79,6 +89,8 @@ async def attempt(
         return Outcome(result, None, error, started_at, time.perf_counter() - start, "", None)
 
     try:
+        if not allow_private:
+            check_literal(claimed.url)
         async with session.post(
             claimed.url,
             data=body,
@@ -93,6 +105,8 @@ async def attempt(
                 retry_after = parse_retry_after(
                     response.headers.get("Retry-After"), datetime.now(UTC)
                 )
+    except UnsafeTarget as exc:
+        return failed(Result.REFUSED_TARGET, f"refused_target: {exc}")
     except TimeoutError:
         return failed(Result.TIMEOUT, "timeout")
     except aiohttp.ClientError as exc:

@@ -88,7 +88,7 @@ async def _prepare(database_url: str, receiver_url: str) -> str:
     conn = await connect(database_url)
     try:
         await migrate(conn)
-        store = SubscriptionStore(conn)
+        store = SubscriptionStore(conn, allow_private_targets=True)
         for sub in await store.page(limit=10_000):
             if sub.description == RECEIVER_DESCRIPTION:
                 updated = await store.update(sub.id, url=receiver_url, enabled=True)

@@ -45,9 +45,11 @@ class Dispatcher:
         max_in_flight_per_subscription: int,
         request_timeout: float,
         held_per_subscription: int,
+        allow_private_targets: bool = False,
     ) -> None:
         self._outbox = outbox
         self._session = session
+        self._allow_private = allow_private_targets
         self._policy = policy
         self._timeout = request_timeout
         self._default_limit = max_in_flight_per_subscription
@@ -104,7 +106,9 @@ class Dispatcher:
         async with self._slot(item), self._global:
             if self._stopping:
                 return  # never attempted: released at shutdown
-            outcome = await attempt(self._session, item, self._timeout)
+            outcome = await attempt(
+                self._session, item, self._timeout, allow_private=self._allow_private
+            )
         await self._record(item, outcome)
 
     async def _record(self, item: Claimed, outcome: Outcome) -> None:
@@ -118,7 +122,7 @@ class Dispatcher:
             latency = (datetime.now(UTC) - item.event_created_at).total_seconds()
             metrics.DELIVERY_LATENCY.observe(max(latency, 0.0))
         else:
-            delay = self._policy.next_delay(item.attempt, outcome.retry_after)
+            delay = self._policy.next_delay(item.schedule_attempt, outcome.retry_after)
             status = "dead" if delay is None else "pending"
             label = "gone" if gone else ("dead" if delay is None else "failed")
             retry_in = delay or 0.0
@@ -157,6 +161,7 @@ class Dispatcher:
     async def _disable(self, subscription_id: int) -> None:
         try:
             if await self._outbox.disable_subscription(subscription_id, GONE_REASON):
+                metrics.SUBSCRIPTIONS_DISABLED.labels("gone").inc()
                 log.warning(
                     "subscription_disabled", subscription_id=subscription_id, reason=GONE_REASON
                 )

@@ -29,3 +29,20 @@ LISTENER_CONNECTED = Gauge(
 LISTENER_RECONNECTS = Counter(
     "notifier_listener_reconnects", "Times the LISTEN connection was re-established."
 )
+SUBSCRIPTIONS_DISABLED = Counter(
+    "notifier_subscriptions_disabled",
+    "Subscriptions the daemon disabled, by reason: gone (410) or failing (no success for too long).",
+    ["reason"],
+)
+OLDEST_DELIVERABLE_AGE = Gauge(
+    "notifier_oldest_deliverable_age_seconds",
+    "How long the oldest due work (an event not fanned out, a due delivery of an enabled "
+    "subscription) has waited.",
+)
+STALLED = Gauge(
+    "notifier_stalled",
+    "1 while the oldest deliverable work is older than NOTIFIER_STALL_THRESHOLD_SECONDS.",
+)
+RETENTION_DELETED = Counter(
+    "notifier_retention_deleted_events", "Events removed by retention (with their deliveries)."
+)

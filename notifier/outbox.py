@@ -20,7 +20,8 @@ class Claimed:
     """A delivery this daemon holds a lease on, with what it needs to send it."""
 
     delivery_id: int
-    attempt: int
+    attempt: int  # attempts started, ever: the fencing token
+    schedule_attempt: int  # the attempt's place in the retry schedule (1 = first)
     subscription_id: int
     event_uid: UUID
     event_type: str
@@ -75,6 +76,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     return Claimed(
         delivery_id=row["delivery_id"],
         attempt=row["attempts"],
+        schedule_attempt=row["attempts"] - row["schedule_offset"],
         subscription_id=row["subscription_id"],
         event_uid=row["event_uid"],
         event_type=row["event_type"],
@@ -154,6 +156,16 @@ class Outbox:
     async def disable_subscription(self, subscription_id: int, reason: str) -> bool:
         status = await self._pool.execute(self._q["disable_subscription"], subscription_id, reason)
         return bool(status.endswith(" 1"))
+
+    async def disable_failing(self, failing_seconds: float) -> list[tuple[int, str]]:
+        """Disable subscriptions failing with no success for longer than that."""
+        rows = await self._pool.fetch(self._q["disable_failing"], float(failing_seconds))
+        return [(row["id"], row["disabled_reason"]) for row in rows]
+
+    async def oldest_deliverable_age(self, timeout_seconds: float | None = None) -> float:
+        """Seconds the oldest due, deliverable work has been waiting (0 if none)."""
+        age = await self._pool.fetchval(self._q["oldest_deliverable"], timeout=timeout_seconds)
+        return float(age or 0.0)
 
     async def backlog(self) -> Backlog:
         row = await self._pool.fetchrow(self._q["backlog"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
@@ -14,6 +15,26 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
 # Webhooks recommendation (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) and stretched with
 # three 14 h waits so that a receiver has about three days to come back: 11 attempts.
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 50400, 50400, 50400)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a duration such as ``7d``, ``12h``, ``30m``, ``90s`` or ``90``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: a number and a unit s, m, h or d (7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _check_duration(text: str) -> str:
+    duration_seconds(text)
+    return text.strip()
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
 
 
 class SettingsError(Exception):
@@ -50,6 +71,28 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=2.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     allow_private_targets: bool = False
+
+    # Operations: endpoint health, stall detection, retention.
+    disable_after_failing: Duration = "5d"
+    health_check_interval_seconds: float = Field(default=60.0, gt=0)
+    stall_threshold_seconds: float = Field(default=300.0, gt=0)
+    retention: Duration = "7d"
+    dead_letter_retention: Duration = "30d"
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    retention_batch_size: int = Field(default=1000, gt=0, le=100000)
+    retention_batch_budget_ms: int = Field(default=500, ge=10)
+
+    @property
+    def retention_seconds(self) -> float:
+        return duration_seconds(self.retention)
+
+    @property
+    def dead_letter_retention_seconds(self) -> float:
+        return duration_seconds(self.dead_letter_retention)
+
+    @property
+    def disable_after_failing_seconds(self) -> float:
+        return duration_seconds(self.disable_after_failing)
 
     @field_validator("database_url")
     @classmethod

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -14,12 +16,17 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from notifier.db import load_queries
+from notifier.filters import Condition, from_stored
+from notifier.filters import validate as validate_filter
+from notifier.targets import UnsafeTarget, check_url
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SECRET_BYTES = 32
 # '*', 'topic.*' or 'topic.created|updated|deleted'; public for the API's OpenAPI document.
 EVENT_TYPE_REGEX = r"^(\*|[a-z][a-z0-9_]*\.(\*|created|updated|deleted))$"
 _EVENT_TYPE_PATTERN = re.compile(EVENT_TYPE_REGEX)
+
+RESOLVE_TIMEOUT_SECONDS = 5.0
 
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -70,6 +77,26 @@ def validate_url(url: str) -> str:
     return url
 
 
+async def check_target(url: str, *, allow_private: bool) -> str:
+    """``validate_url``, then the SSRF guard: refuse hosts that are not public addresses."""
+    validate_url(url)
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            await check_url(url, allow_private=allow_private)
+    except UnsafeTarget as exc:
+        raise InvalidSubscription("url", str(exc)) from None
+    except TimeoutError:
+        message = f"the host did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s"
+        raise InvalidSubscription("url", message) from None
+    return url
+
+
+def _stored_filter(conditions: list[Condition] | None) -> str | None:
+    if conditions is None:
+        return None
+    return json.dumps([c.as_stored() for c in validate_filter(conditions)])
+
+
 def validate_event_types(patterns: list[str]) -> list[str]:
     """Check event-type patterns: ``*``, ``topic.*`` or ``topic.created|updated|deleted``."""
     if not patterns:
@@ -100,10 +127,12 @@ class Subscription:
     previous_secret_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    filter: list[Condition]
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> Subscription:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__})
+        fields = {name: record[name] for name in cls.__dataclass_fields__ if name != "filter"}
+        return cls(**fields, filter=from_stored(json.loads(record["filter"])))
 
     def as_dict(self) -> dict[str, Any]:
         """Public fields, JSON-ready; never the secrets."""
@@ -112,6 +141,7 @@ class Subscription:
             "url": self.url,
             "description": self.description,
             "event_types": self.event_types,
+            "filter": [c.as_dict() for c in self.filter],
             "enabled": self.enabled,
             "disabled_reason": self.disabled_reason,
             "disabled_at": self.disabled_at.isoformat() if self.disabled_at else None,
@@ -130,10 +160,15 @@ _UNSET: Any = object()
 
 
 class SubscriptionStore:
-    """Reads and writes ``notifier.subscriptions``; validates before it writes."""
+    """Reads and writes ``notifier.subscriptions``; validates before it writes.
 
-    def __init__(self, db: Executor) -> None:
+    Target URLs go through the SSRF guard unless ``allow_private_targets``: this store is
+    the one place every writer (API, CLI, ``notifier dev``) creates subscriptions through.
+    """
+
+    def __init__(self, db: Executor, *, allow_private_targets: bool) -> None:
         self._db = db
+        self._allow_private = allow_private_targets
         self._queries = load_queries("subscriptions")
 
     async def create(
@@ -145,16 +180,19 @@ class SubscriptionStore:
         secret: str | None = None,
         max_in_flight: int | None = None,
         enabled: bool = True,
+        filter: list[Condition] | None = None,
     ) -> Subscription:
         """Store a new subscription; a secret is generated when none is given."""
+        url = await check_target(url, allow_private=self._allow_private)
         record = await self._db.fetchrow(
             self._queries["create"],
-            validate_url(url),
+            url,
             description,
             validate_event_types(event_types or ["*"]),
             validate_secret(secret) if secret is not None else generate_secret(),
             max_in_flight,
             enabled,
+            _stored_filter(filter or []),
         )
         assert record is not None
         return Subscription.from_record(record)
@@ -183,18 +221,25 @@ class SubscriptionStore:
         max_in_flight: int | None = _UNSET,
         enabled: bool | None = None,
         disabled_reason: str | None = None,
+        filter: list[Condition] | None = None,
     ) -> Subscription | None:
-        """Change the given fields; ``enabled=True`` also clears the disabled reason."""
+        """Change the given fields; ``enabled=True`` also clears the disabled reason.
+
+        ``filter`` replaces the conditions (an empty list removes them); None keeps them.
+        """
+        if url is not None:
+            url = await check_target(url, allow_private=self._allow_private)
         record = await self._db.fetchrow(
             self._queries["update"],
             subscription_id,
-            validate_url(url) if url is not None else None,
+            url,
             description,
             validate_event_types(event_types) if event_types is not None else None,
             max_in_flight is not _UNSET,
             None if max_in_flight is _UNSET else max_in_flight,
             enabled,
             disabled_reason,
+            _stored_filter(filter),
         )
         return Subscription.from_record(record) if record else None
 

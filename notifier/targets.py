@@ -69,6 +69,14 @@ async def check_url(url: str, *, allow_private: bool) -> None:
         check_address(host, ipaddress.ip_address(sockaddr[0]))
 
 
+def check_literal(url: str) -> None:
+    """Refuse a URL whose host is a non-public IP literal; names are left to the resolver."""
+    host = urlsplit(url).hostname
+    literal = _literal(host) if host else None
+    if literal is not None:
+        check_address(host or "", literal)
+
+
 class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that refuses names resolving to non-public addresses.
 

@@ -72,7 +72,7 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
     daemons: list[Daemon],
     tmp_path: Path,
 ) -> None:
-    store = SubscriptionStore(pool)
+    store = SubscriptionStore(pool, allow_private_targets=True)
     all_events = await store.create(receiver.url("/all"), event_types=["transaction.*"])
     rotated = await store.create(receiver.url("/rotated"))
     rotated_now = await store.rotate_secret(rotated.id, overlap_seconds=3600)
@@ -167,7 +167,7 @@ async def test_a_later_subscription_gets_only_later_events(
 ) -> None:
     account_id = account(dba)
     top_ups(dba, account_id, 2)
-    await SubscriptionStore(pool).create(receiver.url("/late"))
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/late"))
     top_ups(dba, account_id, 1)
     daemon = start(daemons, database_url, tmp_path)
     await wait_until(lambda: len(receiver.received) >= 1, what="the later event")

@@ -15,8 +15,15 @@ from notifier.subscriptions import generate_secret
 from tests.support import Daemon, free_port, wait_until
 
 
-def notifier(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NOTIFIER_DATABASE_URL": database_url}
+def notifier(
+    database_url: str, *args: str, allow_private: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; targets on private networks are allowed unless told otherwise."""
+    env = {
+        **os.environ,
+        "NOTIFIER_DATABASE_URL": database_url,
+        "NOTIFIER_ALLOW_PRIVATE_TARGETS": str(allow_private).lower(),
+    }
     return subprocess.run(
         [sys.executable, "-m", "notifier.cli", *args],
         env=env,

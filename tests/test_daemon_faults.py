@@ -76,7 +76,7 @@ async def test_failing_endpoint_recovers_and_nothing_is_dead(
     tmp_path: Path,
 ) -> None:
     receiver.behaviours["/flaky"] = lambda n: 500 if n < 6 else 200
-    await SubscriptionStore(pool).create(receiver.url("/flaky"))
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/flaky"))
     start(daemons, database_url, tmp_path)
     await write_events(database_url, 10, chunk=10, pause=0)
 
@@ -108,7 +108,7 @@ async def test_hanging_endpoint_goes_dead_without_delaying_others(
     tmp_path: Path,
 ) -> None:
     receiver.behaviours["/hang"] = lambda _n: None
-    store = SubscriptionStore(pool)
+    store = SubscriptionStore(pool, allow_private_targets=True)
     hang = await store.create(receiver.url("/hang"))
     await store.create(receiver.url("/ok"))
     start(daemons, database_url, tmp_path, NOTIFIER_RETRY_SCHEDULE="0.2,0.2")
@@ -152,7 +152,7 @@ async def test_gone_disables_the_subscription_with_a_reason(
     tmp_path: Path,
 ) -> None:
     receiver.behaviours["/gone"] = always(410)
-    store = SubscriptionStore(pool)
+    store = SubscriptionStore(pool, allow_private_targets=True)
     gone = await store.create(receiver.url("/gone"))
     await store.create(receiver.url("/ok"))
     start(daemons, database_url, tmp_path)
@@ -182,7 +182,7 @@ async def test_retry_after_is_honoured_within_bounds(
 ) -> None:
     receiver.behaviours["/busy"] = lambda n: 503 if n == 0 else 204
     receiver.headers["/busy"] = {"Retry-After": "3600"}
-    await SubscriptionStore(pool).create(receiver.url("/busy"))
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/busy"))
     start(daemons, database_url, tmp_path, NOTIFIER_RETRY_AFTER_MAX_SECONDS="1")
     await write_events(database_url, 1, chunk=1, pause=0)
     await wait_until(lambda: _done(pool, 1), what="delivery")
@@ -202,7 +202,7 @@ async def test_kill_9_mid_stream_then_restart_delivers_everything(
     daemons: list[Daemon],
     tmp_path: Path,
 ) -> None:
-    await SubscriptionStore(pool).create(receiver.url("/stream"))
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/stream"))
     first = start(daemons, database_url, tmp_path)
     writer = asyncio.create_task(write_events(database_url, 2000, chunk=20, pause=0.005))
     await wait_until(lambda: receiver.counts["/stream"] >= 600, what="600 deliveries")
@@ -229,7 +229,7 @@ async def test_listener_backend_terminated_then_recovered(
     daemons: list[Daemon],
     tmp_path: Path,
 ) -> None:
-    await SubscriptionStore(pool).create(receiver.url("/live"))
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/live"))
     daemon = start(daemons, database_url, tmp_path)
     readyz = f"http://127.0.0.1:{daemon.port}/readyz"
     database = urlsplit(database_url).path.lstrip("/")
@@ -258,7 +258,7 @@ async def test_listener_backend_terminated_then_recovered(
                 await wait_until(lambda: _is(ready(), 503), what="/readyz 503 during the outage")
                 async with http.get(readyz) as response:
                     checks = (await response.json())["checks"]
-                    assert checks == {"database": True, "listener": False}
+                    assert checks == {"database": True, "listener": False, "not_stalled": True}
             finally:
                 admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
         await wait_until(lambda: _is(ready(), 200), what="/readyz 200 after recovery")
@@ -284,7 +284,7 @@ async def test_two_daemons_share_2000_events_without_duplicates(
     daemons: list[Daemon],
     tmp_path: Path,
 ) -> None:
-    await SubscriptionStore(pool).create(receiver.url("/shared"))
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/shared"))
     pair = [start(daemons, database_url, tmp_path) for _ in range(2)]
     await wait_until(lambda: _listeners(pool, 2), what="both daemons to listen")
     await write_events(database_url, 2000, chunk=25, pause=0.005)
@@ -319,7 +319,7 @@ async def test_sigterm_finishes_in_flight_and_releases_the_rest(
     tmp_path: Path,
 ) -> None:
     receiver.delays["/slow"] = 0.1
-    store = SubscriptionStore(pool)
+    store = SubscriptionStore(pool, allow_private_targets=True)
     await store.create(receiver.url("/slow"), max_in_flight=1)
     daemon = start(daemons, database_url, tmp_path)
     await write_events(database_url, 20, chunk=20, pause=0)

@@ -73,3 +73,29 @@ async def test_sql_evaluation(pool: asyncpg.Pool) -> None:
     assert not await _matches(pool, row, "metadata.missing = gold")
     assert not await _matches(pool, row, "amount >= abc")  # a string never orders a number
     assert await _matches(pool, row, "kind != top_up")
+
+
+async def test_fan_out_honours_the_filter(pool: asyncpg.Pool) -> None:
+    from notifier.outbox import Outbox
+    from notifier.subscriptions import SubscriptionStore
+
+    store = SubscriptionStore(pool, allow_private_targets=True)
+    big = await store.create("http://example.com/big", filter=[parse("amount >= 100")])
+    every = await store.create("http://example.com/all")
+    account = await pool.fetchval("INSERT INTO accounts (currency) VALUES ('USD') RETURNING id")
+    await pool.execute(
+        "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 50), "
+        "($1, 'top_up', 150)",
+        account,
+    )
+    result = await Outbox(pool, 30).claim(events=10, due=10, room={}, default_room=10, disarm=False)
+    assert result.fanned_events == 2
+    rows = await pool.fetch(
+        "SELECT d.subscription_id, (e.data->>'amount')::int AS amount "
+        "FROM notifier.deliveries d JOIN notifier.events e ON e.id = d.event_id"
+    )
+    assert sorted((r["subscription_id"], r["amount"]) for r in rows) == [
+        (big.id, 150),
+        (every.id, 50),
+        (every.id, 150),
+    ]

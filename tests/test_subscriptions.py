@@ -9,7 +9,7 @@ from notifier.subscriptions import InvalidSubscription, SubscriptionStore, valid
 
 
 async def test_create_generates_a_valid_secret_and_hides_it(pool: asyncpg.Pool) -> None:
-    store = SubscriptionStore(pool)
+    store = SubscriptionStore(pool, allow_private_targets=True)
     sub = await store.create("http://example.com/hook", event_types=["transaction.*"])
     assert validate_secret(sub.secret) == sub.secret
     assert "secret" not in sub.as_dict()
@@ -32,13 +32,13 @@ async def test_invalid_fields_are_named(
     pool: asyncpg.Pool, kwargs: dict[str, object], field: str
 ) -> None:
     with pytest.raises(InvalidSubscription) as raised:
-        await SubscriptionStore(pool).create(**kwargs)  # type: ignore[arg-type]
+        await SubscriptionStore(pool, allow_private_targets=True).create(**kwargs)  # type: ignore[arg-type]
     assert raised.value.field == field
     assert await pool.fetchval("SELECT count(*) FROM notifier.subscriptions") == 0
 
 
 async def test_rotate_keeps_the_old_secret_for_the_overlap(pool: asyncpg.Pool) -> None:
-    store = SubscriptionStore(pool)
+    store = SubscriptionStore(pool, allow_private_targets=True)
     sub = await store.create("http://example.com/hook")
     rotated = await store.rotate_secret(sub.id, overlap_seconds=3600)
     assert rotated is not None
@@ -49,7 +49,7 @@ async def test_rotate_keeps_the_old_secret_for_the_overlap(pool: asyncpg.Pool) -
 
 
 async def test_disable_then_enable_clears_the_reason(pool: asyncpg.Pool) -> None:
-    store = SubscriptionStore(pool)
+    store = SubscriptionStore(pool, allow_private_targets=True)
     sub = await store.create("http://example.com/hook")
     disabled = await store.disable(sub.id, "endpoint answered 410 Gone")
     assert disabled is not None

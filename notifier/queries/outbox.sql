@@ -4,7 +4,8 @@
 --   $1 events to fan out   $2 lease seconds   $3/$4 room left per subscription (ids,
 --   counts; a subscription not listed has room $5)   $6 due deliveries to claim
 --   $7 whether to disarm the doorbell when work is found.
--- New deliveries beyond a subscription's room are inserted as pending, due now.
+-- New deliveries beyond a subscription's room are inserted as pending, due now. A
+-- delivery an operator's replay created first is left alone (ON CONFLICT).
 -- Always returns one row at least: fanned_events, then the claimed delivery (or NULLs).
 WITH queued AS (
     DELETE FROM notifier.event_queue
@@ -26,6 +27,7 @@ fanned AS (
         ON s.enabled
        AND s.created_at <= e.created_at
        AND notifier.type_matches(e.type, s.event_types)
+       AND (s.filter = '[]' OR notifier.row_matches(e.data, s.filter))
       LEFT JOIN room r ON r.subscription_id = s.id
 ),
 inserted AS (
@@ -35,7 +37,8 @@ inserted AS (
            CASE WHEN claim THEN 1 ELSE 0 END,
            CASE WHEN claim THEN now() + make_interval(secs => $2) ELSE now() END
       FROM fanned
-    RETURNING id, event_id, subscription_id, status, attempts
+        ON CONFLICT (event_id, subscription_id) DO NOTHING
+    RETURNING id, event_id, subscription_id, status, attempts, schedule_offset
 ),
 due AS (
     UPDATE notifier.deliveries d
@@ -52,12 +55,13 @@ due AS (
                      ORDER BY c.next_attempt_at
                      LIMIT $6
                        FOR UPDATE OF c SKIP LOCKED)
-    RETURNING d.id, d.event_id, d.subscription_id, d.status, d.attempts
+    RETURNING d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.schedule_offset
 ),
 claimed AS (
-    SELECT id, event_id, subscription_id, attempts FROM inserted WHERE status = 'in_flight'
+    SELECT id, event_id, subscription_id, attempts, schedule_offset
+      FROM inserted WHERE status = 'in_flight'
     UNION ALL
-    SELECT id, event_id, subscription_id, attempts FROM due
+    SELECT id, event_id, subscription_id, attempts, schedule_offset FROM due
 ),
 disarmed AS (
     UPDATE notifier.doorbell SET armed = false
@@ -65,7 +69,7 @@ disarmed AS (
        AND (EXISTS (SELECT 1 FROM queued) OR EXISTS (SELECT 1 FROM due))
 )
 SELECT stats.fanned_events,
-       c.id AS delivery_id, c.attempts, c.subscription_id,
+       c.id AS delivery_id, c.attempts, c.schedule_offset, c.subscription_id,
        e.uid AS event_uid, e.type AS event_type, e.created_at AS event_created_at,
        e.data::text AS data, e.previous::text AS previous,
        s.url, s.secret,
@@ -79,6 +83,9 @@ SELECT stats.fanned_events,
 -- name: settle
 -- Record a batch of attempt outcomes. A row is updated only while this holder's claim
 -- is current (same attempts count, still in_flight); the attempt is logged either way.
+-- Each subscription's health moves with its outcomes: a success ends a run of failures;
+-- a healthy subscription's last_success_at is refreshed at most once a second, so busy
+-- endpoints do not rewrite their subscription row on every batch.
 WITH outcome AS (
     SELECT *
       FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[],
@@ -99,6 +106,34 @@ settled AS (
            updated_at = now()
       FROM outcome o
      WHERE d.id = o.delivery_id AND d.attempts = o.attempt AND d.status = 'in_flight'
+    RETURNING d.subscription_id, o.status = 'succeeded' AS ok, o.started_at
+),
+health AS (
+    SELECT subscription_id, bool_or(ok) AS ok, count(*) FILTER (WHERE NOT ok) AS failures,
+           min(started_at) FILTER (WHERE NOT ok) AS first_failure,
+           max(started_at) FILTER (WHERE NOT ok) AS last_failure
+      FROM settled
+     GROUP BY subscription_id
+),
+healthy AS (
+    UPDATE notifier.subscriptions s
+       SET last_success_at = now(),
+           failing_since = NULL,
+           consecutive_failures = 0,
+           last_failure_at = coalesce(h.last_failure, s.last_failure_at)
+      FROM health h
+     WHERE s.id = h.subscription_id AND h.ok
+       AND (s.failing_since IS NOT NULL OR s.consecutive_failures > 0
+            OR s.last_success_at IS NULL OR s.last_success_at < now() - interval '1 second'
+            OR h.failures > 0)
+),
+failing AS (
+    UPDATE notifier.subscriptions s
+       SET failing_since = coalesce(s.failing_since, h.first_failure),
+           last_failure_at = h.last_failure,
+           consecutive_failures = s.consecutive_failures + h.failures
+      FROM health h
+     WHERE s.id = h.subscription_id AND NOT h.ok
 ),
 live AS (
     -- Deliveries whose subscription was deleted meanwhile are gone: skip their log rows.
@@ -145,6 +180,33 @@ SELECT EXISTS (SELECT 1 FROM notifier.event_queue) AS queued,
 UPDATE notifier.subscriptions
    SET enabled = false, disabled_reason = $2, disabled_at = now(), updated_at = now()
  WHERE id = $1 AND enabled;
+
+-- name: disable_failing
+-- Subscriptions failing with no success for longer than $1 seconds; returns the disabled.
+UPDATE notifier.subscriptions
+   SET enabled = false,
+       disabled_reason = 'failing with no success since '
+                         || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                         || ' (' || consecutive_failures || ' failed attempts)',
+       disabled_at = now(),
+       updated_at = now()
+ WHERE enabled AND failing_since < now() - make_interval(secs => $1)
+RETURNING id, disabled_reason;
+
+-- name: oldest_deliverable
+-- Seconds the oldest deliverable work has waited while due: an event not yet fanned out,
+-- or a delivery of an enabled subscription that is due (or whose lease expired). Work
+-- that is merely scheduled for later does not count; 0 when nothing is waiting.
+SELECT greatest(
+           0,
+           extract(epoch FROM now() - (
+               SELECT e.created_at FROM notifier.event_queue q
+                 JOIN notifier.events e ON e.id = q.event_id ORDER BY q.event_id LIMIT 1)),
+           extract(epoch FROM now() - (
+               SELECT d.next_attempt_at FROM notifier.deliveries d
+                 JOIN notifier.subscriptions s ON s.id = d.subscription_id AND s.enabled
+                WHERE d.status IN ('pending', 'in_flight') AND d.next_attempt_at <= now()
+                ORDER BY d.next_attempt_at LIMIT 1)))::float8;
 
 -- name: backlog
 -- Work not yet delivered: events not fanned out, and deliveries pending or in flight;

@@ -1,10 +1,12 @@
 -- name: create
 -- Created disabled ($6 false), it is marked as disabled by whoever created it.
 INSERT INTO notifier.subscriptions
-       (url, description, event_types, secret, max_in_flight, enabled, disabled_reason, disabled_at)
+       (url, description, event_types, secret, max_in_flight, enabled, disabled_reason, disabled_at,
+        filter)
 VALUES ($1, $2, $3, $4, $5, $6,
         CASE WHEN $6 THEN NULL ELSE 'created disabled' END,
-        CASE WHEN $6 THEN NULL ELSE now() END)
+        CASE WHEN $6 THEN NULL ELSE now() END,
+        $7::jsonb)
 RETURNING *;
 
 -- name: get
@@ -23,6 +25,7 @@ UPDATE notifier.subscriptions
    SET url = coalesce($2, url),
        description = coalesce($3, description),
        event_types = coalesce($4, event_types),
+       filter = coalesce($9::jsonb, filter),
        max_in_flight = CASE WHEN $5::boolean THEN $6 ELSE max_in_flight END,
        enabled = coalesce($7, enabled),
        disabled_reason = CASE WHEN $7 IS NULL THEN disabled_reason

@@ -220,3 +220,10 @@ async def test_private_targets_are_refused_unless_allowed(
         assert response.status == 422
     stored = dba.execute("SELECT url FROM notifier.subscriptions").fetchall()
     assert stored == [("https://93.184.216.34/hook",)]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8082/", "http://169.254.169.254/latest"])
+async def test_private_targets_are_accepted_with_the_override(client: Client, url: str) -> None:
+    # The client fixture runs with NOTIFIER_ALLOW_PRIVATE_TARGETS=true.
+    created = await _create(client, url=url)
+    assert created["url"] == url

@@ -1,0 +1,173 @@
+"""Retention: 100,000 finished events removed in budgeted batches while writers and a
+daemon keep working; what is not finished, or still queued, stays."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+
+from notifier.retention import RetentionPolicy, run_retention
+from notifier.subscriptions import SubscriptionStore
+from tests.ops_support import fanned_events
+from tests.support import Daemon, Receiver, wait_until
+
+Conn = psycopg.Connection[tuple[object, ...]]
+BUDGET_MS = 1000
+POLICY = RetentionPolicy(
+    retention_seconds=7 * 86400,
+    dead_letter_retention_seconds=30 * 86400,
+    batch_size=5000,
+    batch_budget_ms=BUDGET_MS,
+)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    started = await Receiver().start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.ensure_stopped()
+
+
+def _keepers(dba: Conn, sub: int) -> set[str]:
+    """Old events retention must keep: unfinished, recently dead, or still queued.
+    ``sub`` is disabled, so the running daemon leaves its pending deliveries alone."""
+    kept = set(fanned_events(dba, sub, 3, status="pending", age="10 days"))
+    recently_dead = fanned_events(dba, sub, 3, status="dead", age="10 days")
+    dba.execute(  # captured 10 days ago, died 10 days ago: inside the 30-day dead-letter window
+        "UPDATE notifier.deliveries SET completed_at = now() - interval '10 days' "
+        "WHERE event_id IN (SELECT id FROM notifier.events WHERE uid = ANY(%s::uuid[]))",
+        [recently_dead],
+    )
+    kept |= set(recently_dead)
+    queued = fanned_events(dba, sub, 2, status="succeeded", age="10 days")
+    dba.execute(
+        "INSERT INTO notifier.event_queue SELECT id FROM notifier.events WHERE uid = ANY(%s::uuid[])",
+        [queued],
+    )
+    return kept | set(queued)
+
+
+async def _write(database_url: str, stop: asyncio.Event, latencies: list[float]) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        account = await conn.fetchval("INSERT INTO accounts (currency) VALUES ('USD') RETURNING id")
+        written = 0
+        while not stop.is_set():
+            began = time.perf_counter()
+            await conn.execute(
+                "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 1)",
+                account,
+            )
+            latencies.append(time.perf_counter() - began)
+            written += 1
+            await asyncio.sleep(0.005)
+        return written
+    finally:
+        await conn.close()
+
+
+async def test_retention_over_100000_finished_events_with_concurrent_writes(
+    database_url: str,
+    dba: Conn,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    sub = (
+        await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/new"))
+    ).id
+    fanned_events(dba, sub, 100_000, status="succeeded", age="8 days")
+    fanned_events(dba, sub, 50, status="dead", age="40 days")  # dead long enough: goes too
+    paused = (
+        await SubscriptionStore(pool, allow_private_targets=True).create(
+            receiver.url("/paused"), enabled=False
+        )
+    ).id
+    kept = _keepers(dba, paused)
+    # A daemon in the middle of fanning the queued ones out: it holds their queue rows.
+    fan_out = await asyncpg.connect(database_url)
+    fan_out_tx = fan_out.transaction()
+    await fan_out_tx.start()
+    await fan_out.execute("SELECT * FROM notifier.event_queue FOR UPDATE")
+    dba.execute("ANALYZE")
+    daemon = Daemon(database_url, tmp_path / "daemon.log", NOTIFIER_RETENTION="30d")
+    daemons.append(daemon)
+
+    stop, latencies = asyncio.Event(), []
+    writer = asyncio.create_task(_write(database_url, stop, latencies))
+    await asyncio.sleep(0.3)
+    conn = await asyncpg.connect(database_url)
+    try:
+        run = await run_retention(conn, POLICY)
+    finally:
+        await conn.close()
+    stop.set()
+    written = await writer
+    await fan_out_tx.rollback()
+    await fan_out.close()
+
+    assert run.deleted == 100_050
+    assert run.timed_out_batches == 0
+    assert max(run.batch_seconds) < BUDGET_MS / 1000  # no batch held its locks longer
+    assert max(latencies) < BUDGET_MS / 1000  # and no writer waited that long
+    remaining = {str(r["uid"]) for r in await pool.fetch("SELECT uid FROM notifier.events")}
+    assert kept <= remaining
+    assert len(remaining) == len(kept) + written
+    old_deliveries = await pool.fetchval(
+        "SELECT count(*) FROM notifier.deliveries WHERE created_at < now() - interval '1 day'"
+    )
+    assert old_deliveries == len(kept)
+    await wait_until(
+        lambda: len(receiver.ok_event_ids("/new")) == written, what="the new events delivered"
+    )
+    assert set(receiver.ok_event_ids("/new")) <= remaining
+
+
+async def test_one_run_at_a_time_and_the_daemon_runs_it(
+    database_url: str,
+    dba: Conn,
+    pool: asyncpg.Pool,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    sub = (await SubscriptionStore(pool, allow_private_targets=True).create("http://x.test/")).id
+    fanned_events(dba, sub, 20, status="succeeded", age="8 days")
+    holder = await asyncpg.connect(database_url)
+    other = await asyncpg.connect(database_url)
+    try:
+        await holder.fetchval("SELECT pg_advisory_lock(hashtext('notifier.retention'))")
+        assert (await run_retention(other, POLICY)).ran is False
+        await holder.fetchval("SELECT pg_advisory_unlock(hashtext('notifier.retention'))")
+    finally:
+        await holder.close()
+        await other.close()
+    assert await pool.fetchval("SELECT count(*) FROM notifier.events") == 20
+    daemon = Daemon(
+        database_url,
+        tmp_path / "daemon.log",
+        NOTIFIER_RETENTION="7d",
+        NOTIFIER_RETENTION_INTERVAL_SECONDS="0.5",
+    )
+    daemons.append(daemon)
+
+    async def emptied() -> bool:
+        return await pool.fetchval("SELECT count(*) FROM notifier.events") == 0
+
+    await wait_until(emptied, what="the daemon's retention run")
+    assert await daemon.terminate() == 0
+    assert any(line["event"] == "retention_done" for line in daemon.logs())
