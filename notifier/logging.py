@@ -41,6 +41,7 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _name_logger,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
             structlog.processors.format_exc_info,
@@ -52,7 +53,19 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
     )
 
 
+def _name_logger(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if "logger_name" in event_dict:
+        event_dict["logger"] = event_dict.pop("logger_name")
+    return event_dict
+
+
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A logger whose lines carry ``logger=<name>``."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(logger=name)
+    """A logger whose lines carry ``logger=<name>``.
+
+    It stays lazy: a module-level logger created before ``configure_logging`` still
+    follows the configuration made later (``bind`` would freeze the one in force).
+    """
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger_name=name)
     return logger

@@ -1,0 +1,29 @@
+"""Logs: JSON lines that name their logger, follow the configuration, never show secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+from notifier.logging import configure_logging, get_logger
+log = get_logger("notifier.example")  # created before the configuration, as modules do
+configure_logging("json", "info")
+log.info("delivered", token="t0ps3cret", authorization="Bearer t0ps3cret", attempt=2)
+log.debug("not shown at info")
+"""
+
+
+def test_module_level_logger_follows_later_configuration_and_redacts() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=30
+    )
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["event"] == "delivered"
+    assert entry["logger"] == "notifier.example"
+    assert entry["attempt"] == 2
+    assert (entry["token"], entry["authorization"]) == ("***", "***")
+    assert "t0ps3cret" not in result.stderr
