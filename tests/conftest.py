@@ -12,6 +12,7 @@ import pytest
 
 from notifier.migrate import migrate
 from tests.pg import postgres_server, with_database
+from tests.support import Daemon, Receiver
 
 
 def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
@@ -82,3 +83,20 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     assert pool is not None
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver on a free port, recording what it gets."""
+    started = await Receiver().start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Daemons the test starts (``tests.support.start``); all stopped at the end."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.ensure_stopped()

@@ -179,3 +179,10 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def start(daemons: list[Daemon], database_url: str, tmp_path: Path, **settings: str) -> Daemon:
+    """Start one more ``notifier run`` with the test's settings; ``daemons`` stops it."""
+    daemon = Daemon(database_url, tmp_path / f"daemon-{len(daemons)}.log", **settings)
+    daemons.append(daemon)
+    return daemon

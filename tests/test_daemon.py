@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import psycopg
-import pytest
 from standardwebhooks.webhooks import Webhook
 
 from notifier.subscriptions import SubscriptionStore
-from tests.support import Daemon, Receiver, wait_until
+from tests.support import Daemon, Receiver, start, wait_until
 
 Conn = psycopg.Connection[tuple[object, ...]]
 SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded"}'
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
-def daemons(database_url: str, tmp_path: Path) -> Iterator[list[Daemon]]:
-    """Started by the test with start(); all killed at the end whatever happened."""
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
-
-
-def start(daemons: list[Daemon], database_url: str, tmp_path: Path, **settings: str) -> Daemon:
-    daemon = Daemon(database_url, tmp_path / f"daemon-{len(daemons)}.log", **settings)
-    daemons.append(daemon)
-    return daemon
 
 
 async def _metric_at_least(http: aiohttp.ClientSession, base: str, name: str, value: float) -> bool:

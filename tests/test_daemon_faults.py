@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,32 +14,11 @@ import psycopg
 import pytest
 
 from notifier.subscriptions import SubscriptionStore
-from tests.support import Daemon, Receiver, always, wait_until
+from tests.support import Daemon, Receiver, always, start, wait_until
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
-
-
-def start(daemons: list[Daemon], database_url: str, tmp_path: Path, **settings: str) -> Daemon:
-    daemon = Daemon(database_url, tmp_path / f"daemon-{len(daemons)}.log", **settings)
-    daemons.append(daemon)
-    return daemon
 
 
 async def write_events(database_url: str, count: int, *, chunk: int, pause: float) -> None:

@@ -5,7 +5,7 @@ processes, real receivers, the API over real HTTP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +18,13 @@ from pydantic import SecretStr
 from api.app import create_app
 from notifier.settings import Settings
 from notifier.subscriptions import SubscriptionStore
-from tests.support import Daemon, Receiver, always, wait_until
+from tests.support import Daemon, Receiver, always, start, wait_until
 from tests.test_daemon_faults import statuses, write_events
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "ops-token"
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
 
 
 @pytest.fixture
@@ -50,12 +35,6 @@ async def api(database_url: str) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with TestClient(TestServer(create_app(settings)), headers=headers) as client:
         yield client
-
-
-def start(daemons: list[Daemon], database_url: str, tmp_path: Path, **settings: str) -> Daemon:
-    daemon = Daemon(database_url, tmp_path / f"daemon-{len(daemons)}.log", **settings)
-    daemons.append(daemon)
-    return daemon
 
 
 async def _since_start(pool: asyncpg.Pool) -> str:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import psycopg
-import pytest
 
 from notifier.retention import RetentionPolicy, run_retention
 from notifier.subscriptions import SubscriptionStore
@@ -25,21 +23,6 @@ POLICY = RetentionPolicy(
     batch_size=5000,
     batch_budget_ms=BUDGET_MS,
 )
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.ensure_stopped()
 
 
 def _keepers(dba: Conn, sub: int) -> set[str]:
