@@ -16,9 +16,6 @@ from notifier.db import connect
 from notifier.operations import DELIVERY_STATUSES, OperationError, Operations
 from notifier.settings import Settings, duration_seconds
 
-# Modules that create loggers are imported where they are used: a structlog logger bound
-# before configure_logging() runs would ignore NOTIFIER_LOG_FORMAT.
-
 
 class OperatorError(Exception):
     """A user-facing failure of an operator command (printed as one line, exit 1)."""
