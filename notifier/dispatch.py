@@ -79,10 +79,6 @@ class Dispatcher:
     def busiest(self) -> int:
         return max(self._held_by_subscription.values(), default=0)
 
-    @property
-    def held_count(self) -> int:
-        return len(self._held)
-
     # Sending.
 
     def dispatch(self, claimed: Sequence[Claimed]) -> None:
