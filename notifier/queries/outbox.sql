@@ -9,11 +9,17 @@
 -- Always returns one row at least: fanned_events, then the claimed delivery (or NULLs).
 WITH queued AS (
     DELETE FROM notifier.event_queue
-     WHERE event_id IN (SELECT event_id FROM notifier.event_queue
-                         ORDER BY event_id
-                         LIMIT $1
-                           FOR UPDATE SKIP LOCKED)
+     WHERE event_id = ANY (ARRAY(SELECT event_id FROM notifier.event_queue
+                                  ORDER BY event_id
+                                  LIMIT $1
+                                    FOR UPDATE SKIP LOCKED))
     RETURNING event_id
+),
+batch AS MATERIALIZED (
+    -- Fetched once, by primary key: however large the events table grows.
+    SELECT id, type, data, created_at
+      FROM notifier.events
+     WHERE id = ANY (ARRAY(SELECT event_id FROM queued))
 ),
 room AS (
     SELECT * FROM unnest($3::bigint[], $4::int[]) AS r (subscription_id, n)
@@ -21,8 +27,7 @@ room AS (
 fanned AS (
     SELECT e.id AS event_id, s.id AS subscription_id,
            row_number() OVER (PARTITION BY s.id ORDER BY e.id) <= coalesce(r.n, $5) AS claim
-      FROM queued q
-      JOIN notifier.events e ON e.id = q.event_id
+      FROM batch e
       JOIN notifier.subscriptions s
         ON s.enabled
        AND s.created_at <= e.created_at

@@ -1,0 +1,117 @@
+"""The daemon's per-batch statements reach history by key, never by scanning it.
+
+The events and deliveries tables only grow. A statement that scans either of them
+costs time in proportion to everything ever captured, on every batch: delivery gets
+slower week by week. Each statement is planned here as the daemon plans it, against
+a few thousand rows of history, and its plan must touch history through an index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from notifier.daemon import DAEMON_SESSION
+from notifier.db import load_queries
+from notifier.subscriptions import SubscriptionStore, generate_secret
+
+HISTORY = 5000
+GROWING = {"events", "deliveries", "delivery_attempts"}
+QUERIES = load_queries("outbox")
+
+
+def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    if "Relation Name" in plan:
+        yield plan["Node Type"], plan["Relation Name"]
+    for child in plan.get("Plans", []):
+        yield from _scans(child)
+
+
+async def _seq_scans(conn: asyncpg.Connection, query: str, *args: object) -> set[str]:
+    explained = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+    plan = json.loads(explained)[0]["Plan"]
+    return {table for node, table in _scans(plan) if node == "Seq Scan"} & GROWING
+
+
+@pytest.fixture
+async def history(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """HISTORY delivered events, one new event queued, one delivery in flight.
+
+    No ANALYZE: the planner sees the tables as it does before autovacuum catches up,
+    with the queue's deleted rows still counted.
+    """
+    conn = await asyncpg.connect(database_url, server_settings=DAEMON_SESSION)
+    subscription = await SubscriptionStore(conn, allow_private_targets=True).create(
+        "http://127.0.0.1:9/", secret=generate_secret()
+    )
+    await conn.execute("INSERT INTO accounts (currency) SELECT 'USD' FROM generate_series(1, 10)")
+    await conn.execute(
+        "INSERT INTO transactions (account_id, kind, amount) "
+        "SELECT 1 + n % 10, 'top_up', 1 FROM generate_series(1, $1) n",
+        HISTORY,
+    )
+    await conn.execute("DELETE FROM notifier.event_queue")
+    await conn.execute(
+        "INSERT INTO notifier.deliveries (event_id, subscription_id, status, attempts, completed_at)"
+        " SELECT id, $1, 'succeeded', 1, now() FROM notifier.events",
+        subscription.id,
+    )
+    await conn.execute(
+        "INSERT INTO notifier.delivery_attempts (delivery_id, attempt, started_at, duration_ms)"
+        " SELECT id, 1, now(), 1 FROM notifier.deliveries"
+    )
+    await conn.execute(
+        "UPDATE notifier.deliveries SET status = 'in_flight', attempts = 2"
+        " WHERE id = (SELECT max(id) FROM notifier.deliveries)"
+    )
+    await conn.execute(
+        "INSERT INTO transactions (account_id, kind, amount) VALUES (1, 'top_up', 1)"
+    )
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_claim_fetches_events_by_key(history: asyncpg.Connection) -> None:
+    for room in ([], [1]):
+        scans = await _seq_scans(
+            history, QUERIES["claim"], 100, 30.0, room, [50] * len(room), 200, 100, True
+        )
+        assert not scans, f"claim scans {scans} whole"
+
+
+async def test_settle_and_leases_find_deliveries_by_key(history: asyncpg.Connection) -> None:
+    delivery_id = await history.fetchval("SELECT max(id) FROM notifier.deliveries")
+    now = datetime.now(UTC)
+    settle = await _seq_scans(
+        history,
+        QUERIES["settle"],
+        [delivery_id],
+        [2],
+        ["succeeded"],
+        [0.0],
+        [204],
+        [None],
+        [now],
+        [1.5],
+        [""],
+    )
+    assert not settle, f"settle scans {settle} whole"
+    held: dict[str, tuple[object, ...]] = {
+        "extend_leases": ([delivery_id], [2], 30.0),
+        "release": ([delivery_id], [2]),
+    }
+    for name, args in held.items():
+        scans = await _seq_scans(history, QUERIES[name], *args)
+        assert not scans, f"{name} scans {scans} whole"
+
+
+async def test_parking_checks_do_not_scan_history(history: asyncpg.Connection) -> None:
+    scans = await _seq_scans(history, QUERIES["recheck"], [])
+    assert not scans, f"recheck scans {scans} whole"
