@@ -172,5 +172,11 @@ class Outbox:
         assert row is not None
         return Backlog(row["pending"], row["oldest_age_seconds"] or 0.0)
 
+    async def unvacuumed(self) -> tuple[bool, list[str]]:
+        """Whether autovacuum is off for the server, and the notifier tables it is off for."""
+        row = await self._pool.fetchrow(self._q["unvacuumed"])
+        assert row is not None
+        return row["server_off"], list(row["tables_off"])
+
     async def ping(self, timeout_seconds: float) -> None:
         await self._pool.fetchval(self._q["ping"], timeout=timeout_seconds)

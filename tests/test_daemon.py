@@ -152,3 +152,21 @@ async def test_a_later_subscription_gets_only_later_events(
     )
     assert await daemon.terminate() == 0
     assert [r.event["data"]["amount"] for r in receiver.received] == [1]
+
+
+async def test_a_table_left_unvacuumed_is_named_at_start(
+    database_url: str, dba: Conn, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    dba.execute("ALTER TABLE notifier.event_queue SET (autovacuum_enabled = off)")
+    server_off = dba.execute("SELECT NOT current_setting('autovacuum')::boolean").fetchone()
+    daemon = start(daemons, database_url, tmp_path)
+    await wait_until(
+        lambda: any(line["event"] == "daemon_started" for line in daemon.logs()), what="start"
+    )
+    assert await daemon.terminate() == 0
+    warnings = [line for line in daemon.logs() if line["event"] == "autovacuum_off"]
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "warning"
+    assert warnings[0]["tables"] == ["event_queue"]
+    assert server_off is not None
+    assert warnings[0]["server"] is server_off[0]

@@ -227,3 +227,14 @@ SELECT (SELECT count(*) FROM notifier.event_queue)
 
 -- name: ping
 SELECT 1;
+
+-- name: unvacuumed
+-- Whether autovacuum is off for the server, and the notifier tables it is off for.
+SELECT NOT current_setting('autovacuum')::boolean AS server_off,
+       coalesce(array_agg(c.relname::text ORDER BY c.relname)
+                    FILTER (WHERE EXISTS (SELECT 1 FROM pg_options_to_table(c.reloptions) o
+                                           WHERE o.option_name = 'autovacuum_enabled'
+                                             AND NOT o.option_value::boolean)),
+                '{}') AS tables_off
+  FROM pg_class c
+ WHERE c.relnamespace = 'notifier'::regnamespace AND c.relkind = 'r';
