@@ -83,15 +83,16 @@ def find_pgbench() -> str:
     """pgbench on PATH, from a PostgreSQL install, or from the pgserver wheel."""
     candidates = [shutil.which("pgbench") or ""]
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), reverse=True)
-    try:
-        import pgserver
-
-        candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"))
-    except ImportError:
-        pass
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
+    try:
+        import pgserver
+    except ImportError:
+        raise RuntimeError("pgbench not found: pass --pgbench PATH") from None
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+    if os.access(bundled, os.X_OK):
+        return str(bundled)
     raise RuntimeError("pgbench not found: pass --pgbench PATH")
 
 
