@@ -46,7 +46,7 @@ def _timestamp(moment: datetime) -> str:
 
 
 def event_body(claimed: Claimed) -> bytes:
-    """The JSON body of the event contract. data/previous are the stored JSON, verbatim."""
+    """The JSON body of the event contract; data/previous are inserted as the claim gave them."""
     return (
         f'{{"id":"{claimed.event_uid}","type":{json.dumps(claimed.event_type)},'
         f'"timestamp":"{_timestamp(claimed.event_created_at)}",'

@@ -26,7 +26,7 @@ class Claimed:
     event_uid: UUID
     event_type: str
     event_created_at: datetime
-    data: str  # JSON text, exactly as stored
+    data: str  # JSON text: the stored row, its timestamps in the contract's form
     previous: str | None
     url: str
     secrets: tuple[str, ...]  # current secret first, then one being rotated out

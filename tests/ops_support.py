@@ -37,7 +37,8 @@ def fanned_events(
         WITH e AS (
             INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, created_at)
             SELECT 'transaction.created', 'transaction', 'public', 'transactions', 'INSERT',
-                   jsonb_build_object('id', n, 'account_id', 1, 'kind', 'top_up', 'amount', n),
+                   jsonb_build_object('id', n, 'account_id', 1, 'kind', 'top_up', 'amount', n,
+                                      'created_at', now() - %(age)s::interval),
                    now() - %(age)s::interval
               FROM generate_series(1, %(count)s) AS n
             RETURNING id, uid

@@ -191,6 +191,56 @@ def test_watching_another_table_captures_created_updated_deleted(dba: Conn) -> N
     assert _count(dba, "notifier.events WHERE topic = 'order'") == 3
 
 
+RENDERED = (
+    "SELECT notifier.contract_timestamps(data, notifier.timestamptz_columns(table_schema,"
+    " table_name)) FROM notifier.events WHERE topic = 'order' ORDER BY id"
+)
+
+
+def test_events_are_read_with_timestamps_in_the_contract_form(dba: Conn) -> None:
+    dba.execute(
+        "CREATE TABLE orders (id int, placed_at timestamptz, note text, extra jsonb,"
+        " due timestamptz)"
+    )
+    dba.execute("SELECT notifier.watch('orders', 'order')")
+    dba.execute("SET TimeZone = 'Asia/Tokyo'")
+    looks_like = "2026-11-21T20:00:00+00:00"
+    dba.execute(
+        "INSERT INTO orders VALUES"
+        " (1, '2026-11-21T20:00:00.12Z', %(s)s, jsonb_build_object('at', %(s)s::text), NULL),"
+        " (2, '2026-11-21T20:00:00Z', 'x', NULL, 'infinity'),"
+        " (3, '1900-01-01T00:00:00.000001+09:18:59', 'x', NULL, '2026-01-01T09:00:00+09:00')",
+        {"s": looks_like},
+    )
+    rows = [row[0] for row in dba.execute(RENDERED).fetchall()]
+    assert rows[0] == {
+        "id": 1,
+        "placed_at": "2026-11-21T20:00:00.120000Z",
+        "note": looks_like,  # a text column: left as written
+        "extra": {"at": looks_like},  # nested: left as written
+        "due": None,
+    }
+    assert (rows[1]["placed_at"], rows[1]["due"]) == ("2026-11-21T20:00:00.000000Z", "infinity")
+    assert (rows[2]["placed_at"], rows[2]["due"]) == (
+        "1899-12-31T14:41:01.000001Z",
+        "2026-01-01T00:00:00.000000Z",
+    )
+
+    # A column whose type changed after capture: old values that are not timestamps stay.
+    dba.execute("ALTER TABLE orders ALTER COLUMN note TYPE timestamptz USING NULL")
+    assert [row[0]["note"] for row in dba.execute(RENDERED).fetchall()][1:] == ["x", "x"]
+    dba.execute("ALTER TABLE orders ALTER COLUMN note TYPE text")
+    # A table that is gone: its events read as stored.
+    stored = [
+        row[0]
+        for row in dba.execute(
+            "SELECT data FROM notifier.events WHERE topic = 'order' ORDER BY id"
+        ).fetchall()
+    ]
+    dba.execute("DROP TABLE orders")
+    assert [row[0] for row in dba.execute(RENDERED).fetchall()] == stored
+
+
 def test_watch_refuses_a_bad_topic(dba: Conn) -> None:
     dba.execute("CREATE TABLE things (id int)")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid topic"):

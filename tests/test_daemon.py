@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +18,7 @@ from tests.support import Daemon, Receiver, start, wait_until
 Conn = psycopg.Connection[tuple[object, ...]]
 SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded"}'
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+METADATA = {"note": "caf\u00e9", "at": "2026-11-21T20:00:00.12+00:00"}
 
 
 async def _metric_at_least(http: aiohttp.ClientSession, base: str, name: str, value: float) -> bool:
@@ -62,8 +65,9 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
     try:
         await conn.execute(
             "INSERT INTO transactions (account_id, kind, amount, metadata) "
-            "VALUES ($1, 'debit', 2, '{\"note\": \"caf\u00e9\"}')",
+            "VALUES ($1, 'debit', 2, $2)",
             account_id,
+            json.dumps(METADATA),
         )
     finally:
         await conn.close()
@@ -92,6 +96,7 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
             "SELECT data->>'id' AS tx, uid::text AS id, type, created_at FROM notifier.events"
         )
     }
+    committed = {r["id"]: r["created_at"] for r in await pool.fetch("SELECT * FROM transactions")}
     verifiers = {
         "/all": [Webhook(all_events.secret)],
         "/rotated": [Webhook(rotated_now.secret), Webhook(rotated.secret)],
@@ -109,12 +114,17 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
             assert event["previous"] is None
             assert event["data"]["account_id"] == account_id
             assert rows[event["id"]]["tx"] == str(event["data"]["id"])
+            assert TIMESTAMP.match(event["data"]["created_at"])
+            assert (
+                datetime.fromisoformat(event["data"]["created_at"])
+                == committed[event["data"]["id"]]
+            )
             assert request.headers["Content-Type"] == "application/json"
             assert request.headers["User-Agent"].startswith("notifier/")
         signatures = requests[0].headers["webhook-signature"].split(" ")
         assert len(signatures) == (2 if path == "/rotated" else 1)
     debit = next(r.event for r in grouped["/all"] if r.event["data"]["kind"] == "debit")
-    assert debit["data"]["metadata"] == {"note": "caf\u00e9"}
+    assert debit["data"]["metadata"] == METADATA  # nested values exactly as written
 
     statuses = await pool.fetch("SELECT status, attempts FROM notifier.deliveries")
     assert [tuple(s) for s in statuses] == [("succeeded", 1)] * 8

@@ -1,8 +1,10 @@
 -- name: event
-SELECT e.id, e.uid, e.type, e.table_schema, e.table_name, e.op, e.data::text AS data,
-       e.previous::text AS previous, e.created_at,
+SELECT e.id, e.uid, e.type, e.table_schema, e.table_name, e.op,
+       notifier.contract_timestamps(e.data, c.columns)::text AS data,
+       notifier.contract_timestamps(e.previous, c.columns)::text AS previous, e.created_at,
        EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = e.id) AS queued
-  FROM notifier.events e
+  FROM notifier.events e,
+       LATERAL (SELECT notifier.timestamptz_columns(e.table_schema, e.table_name) AS columns) c
  WHERE e.uid = $1;
 
 -- name: event_deliveries

@@ -68,6 +68,19 @@ claimed AS (
     UNION ALL
     SELECT id, event_id, subscription_id, attempts, schedule_offset FROM due
 ),
+claimed_events AS (
+    SELECT c.id, c.attempts, c.schedule_offset, c.subscription_id, e.uid, e.type,
+           e.created_at, e.data, e.previous, e.table_schema, e.table_name
+      FROM claimed c
+      JOIN notifier.events e ON e.id = c.event_id
+),
+sources AS (
+    -- Each source table's timestamptz columns, looked up once per batch.
+    SELECT table_schema, table_name,
+           notifier.timestamptz_columns(table_schema, table_name) AS columns
+      FROM claimed_events
+     GROUP BY table_schema, table_name
+),
 disarmed AS (
     UPDATE notifier.doorbell SET armed = false
      WHERE armed AND $7::boolean
@@ -75,14 +88,15 @@ disarmed AS (
 )
 SELECT stats.fanned_events,
        c.id AS delivery_id, c.attempts, c.schedule_offset, c.subscription_id,
-       e.uid AS event_uid, e.type AS event_type, e.created_at AS event_created_at,
-       e.data::text AS data, e.previous::text AS previous,
+       c.uid AS event_uid, c.type AS event_type, c.created_at AS event_created_at,
+       notifier.contract_timestamps(c.data, src.columns)::text AS data,
+       notifier.contract_timestamps(c.previous, src.columns)::text AS previous,
        s.url, s.secret,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
        s.max_in_flight
   FROM (SELECT count(*) AS fanned_events FROM queued) AS stats
-  LEFT JOIN claimed c ON true
-  LEFT JOIN notifier.events e ON e.id = c.event_id
+  LEFT JOIN claimed_events c ON true
+  LEFT JOIN sources src ON src.table_schema = c.table_schema AND src.table_name = c.table_name
   LEFT JOIN notifier.subscriptions s ON s.id = c.subscription_id;
 
 -- name: settle

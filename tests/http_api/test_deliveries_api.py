@@ -33,6 +33,14 @@ async def test_event_shows_deliveries_and_attempts(client: Client, dba: Conn) ->
         "INSERT",
     )
     assert event["data"]["amount"] == 1
+    created_at = dba.execute(
+        "SELECT (data->>'created_at')::timestamptz FROM notifier.events WHERE uid = %s", [uid]
+    ).fetchone()
+    assert created_at is not None
+    # As delivered: UTC, six fractional digits, Z.
+    assert event["data"]["created_at"] == created_at[0].astimezone(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
     [delivery] = event["deliveries"]
     assert (delivery["subscription_id"], delivery["status"], delivery["event_id"]) == (
         sub,
