@@ -141,16 +141,15 @@ async def run_daemon(settings: Settings) -> int:
     site = web.TCPSite(runner, settings.daemon_host, settings.daemon_port)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.daemon_port
-    log.info("daemon_started", health_port=port, batch_size=settings.batch_size)
-    # Everything allocated so far (modules, settings, the pool) lives as long as the
-    # process: keep it out of the cyclic collector, so a full collection stays short.
-    gc.collect()
-    gc.freeze()
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Everything allocated so far (modules, settings, the pool) lives as long as the
+    # process: keep it out of the cyclic collector, so a full collection stays short.
+    gc.collect()
+    gc.freeze()
+    log.info("daemon_started", health_port=port, batch_size=settings.batch_size)
 
     settler = _task(dispatcher.run_settler(), "settler")
     tasks = {
