@@ -20,7 +20,7 @@ $$;
 -- The row with those of its top-level keys that hold a to_jsonb timestamptz written in
 -- the contract's form. Other values, nested ones included, are left exactly as they are,
 -- and so is a value that is not such a timestamp (the column may have changed type since
--- the event was captured; infinity stays "infinity").
+-- the event was captured; infinity stays "infinity"). Reading an event never fails.
 CREATE FUNCTION notifier.contract_timestamps(row_data jsonb, columns text[])
 RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
@@ -34,10 +34,14 @@ BEGIN
     FOREACH col IN ARRAY columns LOOP
         value := row_data ->> col;
         IF value ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d(:\d\d(:\d\d)?)?$' THEN
-            row_data := jsonb_set(
-                row_data, ARRAY[col],
-                to_jsonb(to_char(value::timestamptz AT TIME ZONE 'UTC',
-                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+            BEGIN
+                row_data := jsonb_set(
+                    row_data, ARRAY[col],
+                    to_jsonb(to_char(value::timestamptz AT TIME ZONE 'UTC',
+                                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+            EXCEPTION WHEN data_exception THEN
+                NULL;  -- shaped like a timestamp but not one ("2026-02-30..."): as stored
+            END;
         END IF;
     END LOOP;
     RETURN row_data;
