@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 # Fast enough for tests, and the same shape as production settings.
@@ -140,6 +141,17 @@ class Daemon:
             except json.JSONDecodeError:
                 continue
         return lines
+
+    async def metric(self, name: str) -> float | None:
+        """The value of an unlabelled sample (or one named with its labels) on /metrics."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{self.port}/metrics") as response,
+        ):
+            for line in (await response.text()).splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+        return None
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -21,12 +21,8 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 METADATA = {"note": "caf\u00e9", "at": "2026-11-21T20:00:00.12+00:00"}
 
 
-async def _metric_at_least(http: aiohttp.ClientSession, base: str, name: str, value: float) -> bool:
-    async with http.get(f"{base}/metrics") as response:
-        for line in (await response.text()).splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1]) >= value
-    return False
+async def _succeeded_at_least(daemon: Daemon, count: int) -> bool:
+    return (await daemon.metric(SUCCEEDED) or 0) >= count
 
 
 def account(dba: Conn) -> int:
@@ -77,7 +73,7 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{health}/healthz") as response:
             assert response.status == 200
-        await wait_until(lambda: _metric_at_least(http, health, SUCCEEDED, 8), what="metrics")
+        await wait_until(lambda: _succeeded_at_least(daemon, 8), what="metrics")
         async with http.get(f"{health}/metrics") as response:
             text = await response.text()
     assert "notifier_attempt_duration_seconds_count 8.0" in text

@@ -119,17 +119,6 @@ async def _enabled_is(pool: asyncpg.Pool, subscription_id: int, enabled: bool) -
     return bool(value) is enabled
 
 
-async def _metric(port: int, name: str) -> float | None:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        for line in (await response.text()).splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-    return None
-
-
 async def test_an_endpoint_failing_too_long_is_disabled_with_a_reason(
     database_url: str,
     pool: asyncpg.Pool,
@@ -157,7 +146,7 @@ async def test_an_endpoint_failing_too_long_is_disabled_with_a_reason(
     assert sub.disabled_reason.startswith("failing with no success since ")
     assert (await store.get(healthy.id)).enabled  # type: ignore[union-attr]
     metric = 'notifier_subscriptions_disabled_total{reason="failing"}'
-    assert await _metric(daemon.port, metric) == 1.0
+    assert await daemon.metric(metric) == 1.0
     assert await daemon.terminate() == 0
     warnings = [line for line in daemon.logs() if line.get("event") == "subscription_disabled"]
     assert [(w["level"], w["subscription_id"]) for w in warnings] == [("warning", failing.id)]
@@ -191,8 +180,8 @@ async def test_a_stuck_pipeline_makes_the_daemon_not_ready(
         await wait_until(lambda: _status(http, readyz, 503), what="a stall to be reported")
         async with http.get(readyz) as response:
             assert (await response.json())["checks"]["not_stalled"] is False
-        assert await _metric(daemon.port, "notifier_stalled") == 1.0
-        age = await _metric(daemon.port, "notifier_oldest_deliverable_age_seconds")
+        assert await daemon.metric("notifier_stalled") == 1.0
+        age = await daemon.metric("notifier_oldest_deliverable_age_seconds")
         assert age is not None
         assert age > 1
         receiver.behaviours["/stuck"] = always(204)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support import free_port
+
 COMMAND = [sys.executable, "-m", "notifier.cli", "api"]
 
 
@@ -25,13 +26,6 @@ def _env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
     env.update(overrides)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _request(
@@ -56,7 +50,7 @@ def api_process(
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """A running ``notifier api``; the indirect parameter gives its arguments and env."""
     args, env = request.param
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*COMMAND, *args],
         env=_env(
