@@ -16,8 +16,9 @@ from api.observability import observe
 from api.openapi import build_document
 from api.routes import accounts, deliveries, operations, subscriptions
 from api.state import OPENAPI_DOCUMENT, POOL, SETTINGS
-from notifier.db import create_pool, redact_url
-from notifier.logging import get_logger
+from notifier.db.pool import create_pool
+from notifier.observability.logging import get_logger
+from notifier.observability.redaction import redact_url
 from notifier.settings import Settings
 
 log = get_logger("api")
@@ -45,7 +46,7 @@ def _database(
         pool = (
             given
             if given is not None
-            else await create_pool(settings.database_url, max_size=POOL_MAX_SIZE)
+            else await create_pool(settings.database_url, min_size=0, max_size=POOL_MAX_SIZE)
         )
         app[POOL] = pool
         purge = asyncio.create_task(

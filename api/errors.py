@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from notifier.logging import get_logger
+from notifier.db.errors import is_retryable, one_line
+from notifier.observability.logging import get_logger
 
 log = get_logger("api.errors")
 
@@ -39,31 +41,50 @@ PROBLEM_TYPES: Mapping[str, tuple[int, str]] = {
     "internal-error": (500, "Internal server error"),
 }
 
-# Errors that mean the database cannot be reached, as opposed to a bad request.
-DATABASE_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.AdminShutdownError,
-    # What asyncpg raises on a pooled connection the server terminated while it was idle.
-    asyncpg.InternalClientError,
-)
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+def _without_defaults(schema: dict[str, Any]) -> None:
+    # An optional member is left out, not sent as its default.
+    for member in schema["properties"].values():
+        member.pop("default", None)
+
+
+class ProblemDetails(BaseModel):
+    """The body of every error response; the members after ``detail`` are present only
+    on the problems that carry them."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_defaults)
+
+    type: str
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        default=None, description="On 422: each bad field and what is wrong with it."
+    )
+    account_id: int | SkipJsonSchema[None] = None
+    balance: int | None = Field(default=None, description="On insufficient funds.")
+    amount: int | SkipJsonSchema[None] = Field(
+        default=None, description="On insufficient funds and balance overflow."
+    )
 
 
 def problem_body(
     slug: str | None, status: int, title: str, detail: str, **extra: Any
 ) -> dict[str, Any]:
     """The JSON members of a problem; ``slug`` None means ``about:blank``."""
-    return {
-        "type": TYPE_PREFIX + slug if slug else "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
+    details = ProblemDetails(
+        type=TYPE_PREFIX + slug if slug else "about:blank",
+        title=title,
+        status=status,
+        detail=detail,
         **extra,
-    }
+    )
+    return details.model_dump(mode="json", exclude_unset=True)
 
 
 def problem_response(
@@ -136,13 +157,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return http_problem(exc)
-    except DATABASE_UNAVAILABLE_ERRORS as exc:
-        log.warning("database_unavailable", error=_first_line(exc))
-        return Problem("database-unavailable", "the database cannot be reached").response()
-    except Exception:
+    except Exception as exc:
+        if is_retryable(exc):
+            log.warning("database_unavailable", error=one_line(exc))
+            return Problem("database-unavailable", "the database cannot be reached").response()
         log.exception("unhandled_error", method=request.method, path=request.path)
         return Problem("internal-error", "an unexpected error occurred").response()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__).splitlines()[0]

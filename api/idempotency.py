@@ -19,8 +19,9 @@ import asyncpg
 
 from api.errors import Problem
 from api.ledger import Connection, Ledger, Outcome
-from notifier.db import load_queries
-from notifier.logging import get_logger
+from notifier.db.errors import is_retryable, one_line
+from notifier.db.pool import load_queries
+from notifier.observability.logging import get_logger
 
 log = get_logger("api.idempotency")
 
@@ -87,14 +88,14 @@ async def _from_ledger(
 ) -> Outcome:
     existing = await Ledger(conn).transaction_by_key(account_id, key)
     same = existing is not None and (
-        existing["kind"] == operation
-        and existing["amount"] == request["amount"]
-        and request["currency"] in (None, existing["currency"])
-        and existing["metadata"] == request["metadata"]
+        existing.kind == operation
+        and existing.amount == request["amount"]
+        and request["currency"] in (None, existing.currency)
+        and existing.metadata == request["metadata"]
     )
     if not same or existing is None:
         raise _reused(account_id)
-    return Outcome(201, existing)
+    return Outcome(201, existing.model_dump(mode="json"))
 
 
 def _reused(account_id: int) -> Problem:
@@ -112,6 +113,8 @@ async def purge_expired(pool: asyncpg.Pool, interval_seconds: float) -> None:
         try:
             result = await pool.execute(query)
             log.debug("idempotency_keys_purged", result=result)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            log.warning("idempotency_purge_failed", error=(str(exc) or repr(exc)).splitlines()[0])
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            log.warning("idempotency_purge_failed", error=one_line(exc))
         await asyncio.sleep(interval_seconds)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
 from api.errors import PROBLEM_TYPES, Problem, problem_body
-from notifier.db import load_queries
+from api.responses import Account, Kind, Transaction
+from notifier.db.pool import load_queries
 
-Kind = Literal["top_up", "debit"]
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Executor = asyncpg.Pool | Connection
 
@@ -22,39 +21,16 @@ _DETAIL_NUMBERS = re.compile(r"(account_id|balance|amount)=(\d+)")
 
 @dataclass(frozen=True)
 class Outcome:
-    """A response the ledger gave: stored as is for idempotent replays."""
+    """A response the ledger gave, its body already serialised (a Transaction's or a
+    problem's): stored as is for idempotent replays."""
 
     status: int
     body: dict[str, Any]
 
 
-def timestamp(value: datetime) -> str:
-    """ISO 8601 in UTC with a Z suffix."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def account_json(record: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": record["id"],
-        "currency": record["currency"],
-        "balance": record["balance"],
-        "created_at": timestamp(record["created_at"]),
-        "updated_at": timestamp(record["updated_at"]),
-    }
-
-
-def transaction_json(record: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": record["id"],
-        "account_id": record["account_id"],
-        "kind": record["kind"],
-        "amount": record["amount"],
-        "currency": record["currency"],
-        "balance_after": record["balance_after"],
-        "idempotency_key": record["idempotency_key"],
-        "metadata": json.loads(record["metadata"]),
-        "created_at": timestamp(record["created_at"]),
-    }
+def _transaction(record: asyncpg.Record) -> Transaction:
+    # The queries hand metadata over as JSON text.
+    return Transaction.model_validate(dict(record, metadata=json.loads(record["metadata"])))
 
 
 def _conflict(slug: str, detail: str, **extra: Any) -> Outcome:
@@ -92,29 +68,29 @@ class Ledger:
         self._db = db
         self._queries = load_queries("accounts")
 
-    async def create_account(self, currency: str) -> dict[str, Any]:
+    async def create_account(self, currency: str) -> Account:
         record = await self._db.fetchrow(self._queries["create_account"], currency)
         assert record is not None
-        return account_json(record)
+        return Account.model_validate(dict(record))
 
-    async def account(self, account_id: int) -> dict[str, Any]:
+    async def account(self, account_id: int) -> Account:
         """The account, or a 404 problem."""
         record = await self._db.fetchrow(self._queries["get_account"], account_id)
         if record is None:
             raise Problem("not-found", f"account {account_id} does not exist")
-        return account_json(record)
+        return Account.model_validate(dict(record))
 
     async def transactions(
         self, account_id: int, *, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[Transaction]:
         records = await self._db.fetch(
             self._queries["list_transactions"], account_id, before, limit
         )
-        return [transaction_json(r) for r in records]
+        return [_transaction(r) for r in records]
 
-    async def transaction_by_key(self, account_id: int, key: str) -> dict[str, Any] | None:
+    async def transaction_by_key(self, account_id: int, key: str) -> Transaction | None:
         record = await self._db.fetchrow(self._queries["transaction_by_key"], account_id, key)
-        return transaction_json(record) if record else None
+        return _transaction(record) if record else None
 
 
 async def apply_transaction(
@@ -148,4 +124,4 @@ async def apply_transaction(
     except asyncpg.PostgresError as exc:
         return _ledger_refusal(exc, account_id, amount)
     assert record is not None
-    return Outcome(201, transaction_json(record))
+    return Outcome(201, _transaction(record).model_dump(mode="json"))

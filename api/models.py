@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
 from api.currencies import ISO_4217_CODES
-from notifier.filters import MAX_CONDITIONS, Condition, InvalidFilter, condition, parse
-from notifier.subscriptions import (
+from notifier.ops.operator import check_replay_range
+from notifier.statuses import DeliveryStatus
+from notifier.subscriptions.filters import (
+    FIELD_REGEX,
+    MAX_CONDITIONS,
+    OPERATORS,
+    Condition,
+    InvalidFilter,
+    condition,
+    parse,
+)
+from notifier.subscriptions.store import (
     EVENT_TYPE_REGEX,
     validate_event_types,
     validate_secret,
@@ -122,8 +136,10 @@ class FilterObject(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    field: StrictStr
-    op: StrictStr
+    # The pattern and the operators are stated for the document only: ``condition``
+    # checks them, with messages that say what a field or an operator may be.
+    field: StrictStr = Field(json_schema_extra={"pattern": FIELD_REGEX})
+    op: StrictStr = Field(json_schema_extra={"enum": list(OPERATORS)})
     value: Any
 
 
@@ -239,6 +255,24 @@ def error_list(exc: ValidationError) -> list[dict[str, str]]:
     return errors
 
 
+# RFC 3339 date-time, what the document's "format: date-time" means. pydantic alone also
+# takes numbers and strings of digits (read as Unix times: "0.5" is 1970), minutes
+# without seconds, and a space for the T.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time string with a time zone, e.g. 2026-11-21T20:00:00Z"
+        )
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     # A far-off date with an offset can leave datetime's range once moved to UTC.
     try:
@@ -249,10 +283,10 @@ def _utc(value: datetime) -> datetime:
 
 Moment = Annotated[
     AwareDatetime,
+    BeforeValidator(_rfc3339),
     AfterValidator(_utc),
     Field(description="RFC 3339 date-time with a time zone, e.g. 2026-11-21T20:00:00Z."),
 ]
-DeliveryStatus = Literal["pending", "in_flight", "succeeded", "dead"]
 
 
 class DeliveryPage(_Query):
@@ -280,3 +314,11 @@ class Replay(_Body):
         default=False,
         description="Also send events this subscription was already sent (succeeded or not).",
     )
+
+    @field_validator("until")
+    @classmethod
+    def _after_since(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")  # absent when since itself was invalid
+        if since is not None:
+            check_replay_range(since, until)
+        return until

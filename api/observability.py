@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
-from notifier.logging import get_logger
+from notifier.observability.logging import get_logger
 
 log = get_logger("api.access")
 

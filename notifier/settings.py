@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from notifier.observability.redaction import redact_url
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
 
@@ -100,14 +102,28 @@ class Settings(BaseSettings):
         try:
             parts = urlsplit(value)
             _ = parts.port  # raises ValueError on a non-numeric port
-        except ValueError as exc:
-            raise ValueError(f"not a valid URL ({exc})") from None
+        except ValueError:
+            # The parser's own message would quote the bad "port", which is often the
+            # start of a password holding an unencoded / ? or #.
+            raise ValueError(
+                f"not a valid URL ({redact_url(value)}): a port must be a number, an IPv6 "
+                "host goes in [brackets], and / ? # @ in a password must be percent-encoded"
+            ) from None
         if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError(
                 "must start with postgresql:// (for example postgresql://user@host:5432/db)"
             )
         if not parts.hostname and "host=" not in parts.query:
             raise ValueError("names no host (for example postgresql://user@localhost:5432/db)")
+        try:
+            # As strict as asyncpg, which would otherwise fail later, quoting the bad
+            # field: often the rest of a password holding an unencoded &.
+            parse_qs(parts.query, strict_parsing=True)
+        except ValueError:
+            raise ValueError(
+                f"not a valid URL ({redact_url(value)}): its query must be name=value "
+                "parameters joined by &, and & # in a value must be percent-encoded"
+            ) from None
         return value
 
     @field_validator("retry_schedule", mode="before")

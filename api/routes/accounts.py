@@ -10,8 +10,9 @@ from aiohttp import web
 from api.errors import PROBLEM_CONTENT_TYPE
 from api.idempotency import run_once
 from api.inputs import idempotency_key, path_id, read_json, read_query
-from api.ledger import Connection, Kind, Ledger, Outcome, apply_transaction
+from api.ledger import Connection, Ledger, Outcome, apply_transaction
 from api.models import AccountCreate, TransactionCreate, TransactionPage
+from api.responses import Kind, TransactionList, respond
 from api.state import POOL, SETTINGS
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -20,14 +21,12 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 async def create_account(request: web.Request) -> web.Response:
     body = await read_json(request, AccountCreate)
     account = await Ledger(request.app[POOL]).create_account(body.currency)
-    return web.json_response(
-        account, status=201, headers={"Location": f"/accounts/{account['id']}"}
-    )
+    return respond(account, status=201, headers={"Location": f"/accounts/{account.id}"})
 
 
 async def get_account(request: web.Request) -> web.Response:
     account_id = path_id(request, "account_id")
-    return web.json_response(await Ledger(request.app[POOL]).account(account_id))
+    return respond(await Ledger(request.app[POOL]).account(account_id))
 
 
 async def list_transactions(request: web.Request) -> web.Response:
@@ -38,7 +37,7 @@ async def list_transactions(request: web.Request) -> web.Response:
     items = await ledger.transactions(account_id, before=page.before, limit=page.limit + 1)
     more = len(items) > page.limit
     items = items[: page.limit]
-    return web.json_response({"items": items, "next_before": items[-1]["id"] if more else None})
+    return respond(TransactionList(items=items, next_before=items[-1].id if more else None))
 
 
 def _outcome_response(outcome: Outcome, *, replayed: bool) -> web.Response:

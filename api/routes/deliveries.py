@@ -9,12 +9,19 @@ from aiohttp import web
 from api.errors import Problem
 from api.inputs import path_id, read_json, read_query
 from api.models import DeliveryPage, Recover, Replay
+from api.responses import Delivery, DeliveryList, Event, Scheduled, SubscriptionStats, respond
 from api.state import POOL
-from notifier.operations import OperationError, Operations
+from notifier.ops.operator import OperationError, Operations
+
+_PROBLEM_OF_KIND = {
+    "not-found": "not-found",
+    "in-flight": "delivery-in-flight",
+    "invalid": "validation-failed",
+}
 
 
 def _problem(exc: OperationError) -> Problem:
-    return Problem("not-found" if exc.kind == "not-found" else "delivery-in-flight", str(exc))
+    return Problem(_PROBLEM_OF_KIND[exc.kind], str(exc))
 
 
 async def get_event(request: web.Request) -> web.Response:
@@ -26,7 +33,7 @@ async def get_event(request: web.Request) -> web.Response:
     event = await Operations(request.app[POOL]).event(uid)
     if event is None:
         raise Problem("not-found", f"event {uid} does not exist (or retention removed it)")
-    return web.json_response(event)
+    return respond(Event.model_validate(event))
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
@@ -40,7 +47,11 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
     items = found[: page.limit]
     more = len(found) > page.limit
-    return web.json_response({"items": items, "next_after": items[-1]["id"] if more else None})
+    return respond(
+        DeliveryList.model_validate(
+            {"items": items, "next_after": items[-1]["id"] if more else None}
+        )
+    )
 
 
 async def subscription_stats(request: web.Request) -> web.Response:
@@ -48,7 +59,7 @@ async def subscription_stats(request: web.Request) -> web.Response:
     stats = await Operations(request.app[POOL]).stats(subscription_id)
     if stats is None:
         raise Problem("not-found", f"subscription {subscription_id} does not exist")
-    return web.json_response(stats)
+    return respond(SubscriptionStats.model_validate(stats))
 
 
 async def retry_delivery(request: web.Request) -> web.Response:
@@ -57,7 +68,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
         delivery = await Operations(request.app[POOL]).retry(delivery_id)
     except OperationError as exc:
         raise _problem(exc) from None
-    return web.json_response(delivery, status=202)
+    return respond(Delivery.model_validate(delivery), status=202)
 
 
 async def recover_subscription(request: web.Request) -> web.Response:
@@ -67,7 +78,7 @@ async def recover_subscription(request: web.Request) -> web.Response:
         result = await Operations(request.app[POOL]).recover(subscription_id, body.since)
     except OperationError as exc:
         raise _problem(exc) from None
-    return web.json_response(result.as_dict(), status=202)
+    return respond(Scheduled.model_validate(result.as_dict()), status=202)
 
 
 async def replay_to_subscription(request: web.Request) -> web.Response:
@@ -79,7 +90,7 @@ async def replay_to_subscription(request: web.Request) -> web.Response:
         )
     except OperationError as exc:
         raise _problem(exc) from None
-    return web.json_response(result.as_dict(), status=202)
+    return respond(Scheduled.model_validate(result.as_dict()), status=202)
 
 
 def add_routes(app: web.Application) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.errors import DATABASE_UNAVAILABLE_ERRORS, Problem
+from api.errors import Problem
+from api.responses import Status, respond
 from api.state import OPENAPI_DOCUMENT, POOL, SETTINGS
-from notifier.db import DatabaseUnavailable, connect, load_queries
-from notifier.logging import get_logger
+from notifier.db.errors import RETRYABLE_ERRORS, one_line
+from notifier.db.pool import DatabaseUnavailable, connect, load_queries
+from notifier.observability.logging import get_logger
 
 log = get_logger("api.operations")
 
@@ -17,18 +19,22 @@ READY_TIMEOUT_SECONDS = 2.0
 
 async def healthz(_request: web.Request) -> web.Response:
     """Alive: the process answers. Says nothing about the database."""
-    return web.json_response({"status": "ok"})
+    return respond(Status(status="ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the database answers a query within a short timeout; 503 with the reason."""
+    """Ready: the database answers a query within a short timeout; 503 otherwise.
+
+    The probe is open to anyone who can reach the API, so the answer does not say where
+    the database is or why it failed; the log says both.
+    """
     pool = request.app[POOL]
     ping = load_queries("api")["ping"]
     try:
         async with pool.acquire(timeout=READY_TIMEOUT_SECONDS) as conn:
             await conn.fetchval(ping, timeout=READY_TIMEOUT_SECONDS)
-        return web.json_response({"status": "ready"})
-    except DATABASE_UNAVAILABLE_ERRORS:
+        return respond(Status(status="ready"))
+    except RETRYABLE_ERRORS:
         # Pooled connections the server dropped fail with obscure errors; a fresh
         # connection tells them from a database that is really gone, and says why.
         await pool.expire_connections()
@@ -40,12 +46,12 @@ async def readyz(request: web.Request) -> web.Response:
             await fresh.close(timeout=READY_TIMEOUT_SECONDS)
     except DatabaseUnavailable as exc:
         reason = str(exc)
-    except DATABASE_UNAVAILABLE_ERRORS as exc:
-        reason = (str(exc) or type(exc).__name__).splitlines()[0]
+    except RETRYABLE_ERRORS as exc:
+        reason = one_line(exc)
     else:
-        return web.json_response({"status": "ready"})
+        return respond(Status(status="ready"))
     log.warning("not_ready", reason=reason)
-    raise Problem("database-unavailable", f"not ready: {reason}")
+    raise Problem("database-unavailable", "not ready: the database cannot be reached")
 
 
 async def metrics(_request: web.Request) -> web.Response:

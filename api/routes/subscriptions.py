@@ -10,26 +10,16 @@ from aiohttp import web
 from api.errors import Problem, validation_problem
 from api.inputs import path_id, read_json, read_query
 from api.models import SubscriptionCreate, SubscriptionPage, SubscriptionUpdate, condition_of
+from api.responses import Subscription, SubscriptionList, SubscriptionWithSecret, respond
 from api.state import POOL, SETTINGS
-from notifier.subscriptions import (
-    Executor,
-    InvalidSubscription,
-    Subscription,
-    SubscriptionStore,
-)
-
-_TIMESTAMPS = ("created_at", "updated_at", "disabled_at", "previous_secret_expires_at")
+from notifier.subscriptions.store import Executor, InvalidSubscription, SubscriptionStore
+from notifier.subscriptions.store import Subscription as StoredSubscription
 
 
-def subscription_json(subscription: Subscription, *, with_secret: bool = False) -> dict[str, Any]:
+def _as_response(subscription: StoredSubscription, *, with_secret: bool = False) -> Subscription:
     """The public fields; the secret only right after it was set."""
-    body = subscription.as_dict()
-    for name in _TIMESTAMPS:
-        if isinstance(body[name], str):
-            body[name] = body[name].replace("+00:00", "Z")
-    if with_secret:
-        body["secret"] = subscription.secret
-    return body
+    model = SubscriptionWithSecret if with_secret else Subscription
+    return model.model_validate(subscription, from_attributes=True)
 
 
 def _invalid(exc: InvalidSubscription) -> Problem:
@@ -60,8 +50,8 @@ async def create_subscription(request: web.Request) -> web.Response:
         )
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
-    return web.json_response(
-        subscription_json(subscription, with_secret=True),
+    return respond(
+        _as_response(subscription, with_secret=True),
         status=201,
         headers={"Location": f"/subscriptions/{subscription.id}"},
     )
@@ -72,11 +62,10 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     found = await store(request).page(after=page.after, limit=page.limit + 1)
     items = found[: page.limit]
     more = len(found) > page.limit
-    return web.json_response(
-        {
-            "items": [subscription_json(s) for s in items],
-            "next_after": items[-1].id if more else None,
-        }
+    return respond(
+        SubscriptionList(
+            items=[_as_response(s) for s in items], next_after=items[-1].id if more else None
+        )
     )
 
 
@@ -85,7 +74,7 @@ async def get_subscription(request: web.Request) -> web.Response:
     subscription = await store(request).get(subscription_id)
     if subscription is None:
         raise _not_found(subscription_id)
-    return web.json_response(subscription_json(subscription))
+    return respond(_as_response(subscription))
 
 
 async def update_subscription(request: web.Request) -> web.Response:
@@ -114,7 +103,7 @@ async def update_subscription(request: web.Request) -> web.Response:
             raise _invalid(exc) from None
     if subscription is None:
         raise _not_found(subscription_id)
-    return web.json_response(subscription_json(subscription, with_secret=rotate))
+    return respond(_as_response(subscription, with_secret=rotate))
 
 
 async def delete_subscription(request: web.Request) -> web.Response:

@@ -1,0 +1,5 @@
+"""The ``notifier`` command."""
+
+from notifier.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""Connections, the retryable database errors, named queries and the migration runner."""

@@ -1,0 +1,115 @@
+-- name: event
+SELECT e.id, e.uid, e.type, e.table_schema, e.table_name, e.op,
+       notifier.contract_timestamps(e.data, c.columns)::text AS data,
+       notifier.contract_timestamps(e.previous, c.columns)::text AS previous, e.created_at,
+       EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = e.id) AS queued
+  FROM notifier.events e,
+       LATERAL (SELECT notifier.timestamptz_columns(e.table_schema, e.table_name) AS columns) c
+ WHERE e.uid = $1;
+
+-- name: event_deliveries
+SELECT d.*, notifier.http_status(d.last_outcome) AS last_status_code, e.uid AS event_uid
+  FROM notifier.deliveries d JOIN notifier.events e ON e.id = d.event_id
+ WHERE d.event_id = $1
+ ORDER BY d.subscription_id;
+
+-- name: attempts
+SELECT delivery_id, attempt, started_at, duration_ms, outcome,
+       notifier.http_status(outcome) AS status_code, error, detail
+  FROM notifier.delivery_attempts
+ WHERE delivery_id = ANY ($1::bigint[])
+ ORDER BY delivery_id, attempt, id;
+
+-- name: deliveries
+-- Cursor paged by id: after $1, at most $5; each filter applies when not NULL.
+SELECT d.*, notifier.http_status(d.last_outcome) AS last_status_code, e.uid AS event_uid
+  FROM notifier.deliveries d JOIN notifier.events e ON e.id = d.event_id
+ WHERE d.id > $1
+   AND ($2::text IS NULL OR d.status = $2)
+   AND ($3::bigint IS NULL OR d.subscription_id = $3)
+   AND ($4::timestamptz IS NULL OR d.created_at >= $4)
+ ORDER BY d.id
+ LIMIT $5;
+
+-- name: stats
+SELECT s.id, s.enabled, s.disabled_reason, s.disabled_at, s.last_success_at,
+       s.last_failure_at, s.failing_since, s.consecutive_failures,
+       (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')::text
+          FROM (SELECT status, count(*) AS n FROM notifier.deliveries
+                 WHERE subscription_id = s.id GROUP BY status) AS c) AS counts
+  FROM notifier.subscriptions s
+ WHERE s.id = $1;
+
+-- name: retry
+-- Schedule one delivery again, due now, with the whole retry schedule ahead of it
+-- (attempts, the fencing token, keeps counting). One being attempted is left alone.
+WITH target AS (
+    SELECT id, status FROM notifier.deliveries WHERE id = $1 FOR UPDATE
+),
+retried AS (
+    UPDATE notifier.deliveries d
+       SET status = 'pending', next_attempt_at = now(), schedule_offset = d.attempts,
+           completed_at = NULL, updated_at = now()
+      FROM target
+     WHERE d.id = target.id AND target.status <> 'in_flight'
+    RETURNING d.id
+)
+SELECT target.status AS previous_status, EXISTS (SELECT 1 FROM retried) AS retried
+  FROM target;
+
+-- name: delivery
+SELECT d.*, notifier.http_status(d.last_outcome) AS last_status_code, e.uid AS event_uid
+  FROM notifier.deliveries d JOIN notifier.events e ON e.id = d.event_id
+ WHERE d.id = $1;
+
+-- name: subscription_exists
+SELECT enabled FROM notifier.subscriptions WHERE id = $1;
+
+-- name: schedule_batch
+-- One batch of a recovery or a replay to subscription $1: the next $6 events (in uid
+-- order, which is time order, through the uid index) after uid $2 (NULL: from the start
+-- of the range) captured in [$3, $4) ($4 NULL: up to now). Each matching event that
+-- was fanned out gets a delivery, due now; one that has a delivery already is reset
+-- ('recover': when it is dead or failed; 'replay': never; 'replay_again': unless it is
+-- being attempted). 'recover' skips events captured before the subscription existed.
+WITH scan AS (
+    SELECT id, uid, type, data, created_at
+      FROM notifier.events
+     WHERE uid > coalesce($2::uuid, notifier.uuid_v7_floor($3::timestamptz - interval '1 millisecond'))
+       AND ($4::timestamptz IS NULL OR uid < notifier.uuid_v7_floor($4 + interval '2 milliseconds'))
+     ORDER BY uid
+     LIMIT $6
+),
+candidates AS (
+    SELECT scan.id
+      FROM scan, notifier.subscriptions s
+     WHERE s.id = $1
+       AND scan.created_at >= $3::timestamptz
+       AND ($4::timestamptz IS NULL OR scan.created_at < $4)
+       AND notifier.type_matches(scan.type, s.event_types)
+       AND notifier.row_matches(scan.data, s.filter)
+       AND ($5::text <> 'recover' OR s.created_at <= scan.created_at)
+       AND NOT EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = scan.id)
+),
+scheduled AS (
+    INSERT INTO notifier.deliveries AS d (event_id, subscription_id)
+    SELECT id, $1 FROM candidates
+        ON CONFLICT (event_id, subscription_id) DO UPDATE
+       SET status = 'pending', next_attempt_at = now(), schedule_offset = d.attempts,
+           completed_at = NULL, updated_at = now()
+     WHERE CASE $5::text
+               WHEN 'recover' THEN d.status = 'dead'
+                                   OR (d.status = 'pending' AND d.attempts > d.schedule_offset)
+               WHEN 'replay_again' THEN d.status <> 'in_flight'
+               ELSE false
+           END
+    RETURNING xmax = 0 AS inserted
+)
+SELECT (SELECT uid FROM scan ORDER BY uid DESC LIMIT 1) AS last_uid,
+       (SELECT count(*) FROM scan) AS scanned,
+       (SELECT count(*) FILTER (WHERE inserted) FROM scheduled) AS created,
+       (SELECT count(*) FILTER (WHERE NOT inserted) FROM scheduled) AS reset;
+
+-- name: ring
+-- Wake parked daemons: there is work due now.
+SELECT pg_notify('notifier', 'operator');

@@ -1,0 +1,1 @@
+"""Tools around the product: notifier dev, the demo receiver, notifier bench."""

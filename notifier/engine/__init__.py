@@ -1,0 +1,1 @@
+"""The daemon: it claims captured events and hands each delivery to its sink."""

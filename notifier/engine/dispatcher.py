@@ -1,0 +1,289 @@
+"""Sending claimed deliveries: bounded concurrency, settling in batches, leases kept alive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from notifier.db.errors import REFUSED_DATA, is_retryable, one_line, retry_delay
+from notifier.engine.retry import RetryPolicy
+from notifier.engine.store import Claimed, Outbox, Settlement
+from notifier.envelope import Envelope
+from notifier.observability import metrics
+from notifier.observability.logging import get_logger
+from notifier.sinks.base import Outcome, Result, Sink, crashed
+from notifier.statuses import SettledStatus
+
+log = get_logger("notifier.dispatch")
+
+
+class Dispatcher:
+    """Holds the deliveries this daemon claimed until their outcome is recorded.
+
+    Each delivery waits for a slot of its subscription first, then for a global slot,
+    so a slow endpoint fills only its own slots and never starves the others.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sink: Sink,
+        policy: RetryPolicy,
+        *,
+        max_in_flight: int,
+        max_in_flight_per_subscription: int,
+        held_per_subscription: int,
+    ) -> None:
+        self._outbox = outbox
+        self._sink = sink
+        self._policy = policy
+        self._default_limit = max_in_flight_per_subscription
+        self.held_per_subscription = held_per_subscription
+        self._global = asyncio.Semaphore(max_in_flight)
+        self._per_subscription: dict[int, tuple[int, asyncio.Semaphore]] = {}
+        # Keyed by (delivery, attempt): after an outage longer than a lease, this daemon
+        # may claim again a delivery whose earlier attempt it still holds.
+        self._held: dict[tuple[int, int], Claimed] = {}
+        self._held_by_subscription: Counter[int] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsettled: list[Settlement] = []
+        self._settle_wanted = asyncio.Event()
+        self._stopping = False
+        self._closed = False
+        self.progress = asyncio.Event()  # set whenever held deliveries are settled
+
+    # What the pump needs to know.
+
+    def room(self) -> dict[int, int]:
+        """How many more deliveries each busy subscription may take."""
+        cap = self.held_per_subscription
+        return {sub: max(0, cap - n) for sub, n in self._held_by_subscription.items()}
+
+    def full_subscriptions(self) -> list[int]:
+        cap = self.held_per_subscription
+        return [sub for sub, n in self._held_by_subscription.items() if n >= cap]
+
+    def busiest(self) -> int:
+        return max(self._held_by_subscription.values(), default=0)
+
+    # Sending.
+
+    def dispatch(self, claimed: Sequence[Claimed]) -> None:
+        """Start sending each claimed delivery; returns at once."""
+        for item in claimed:
+            self._held[item.delivery_id, item.attempt] = item
+            self._held_by_subscription[item.subscription_id] += 1
+            task = asyncio.create_task(self._deliver(item), name=f"delivery-{item.delivery_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _slot(self, item: Claimed) -> asyncio.Semaphore:
+        limit = item.max_in_flight or self._default_limit
+        known = self._per_subscription.get(item.subscription_id)
+        if known is None or known[0] != limit:
+            known = (limit, asyncio.Semaphore(limit))
+            self._per_subscription[item.subscription_id] = known
+        return known[1]
+
+    async def _deliver(self, item: Claimed) -> None:
+        async with self._slot(item), self._global:
+            if self._stopping:
+                return  # never attempted: released at shutdown
+            try:
+                envelope = Envelope.of(
+                    item.event_uid, item.event_type, item.event_created_at, item.data, item.previous
+                )
+                outcome = await self._sink.deliver(item.target, item.secrets, envelope)
+            except Exception as exc:
+                # A failed attempt whatever a receiver sends: a delivery whose task died
+                # would be held, its lease extended, and never sent again.
+                log.exception("attempt_crashed", delivery_id=item.delivery_id)
+                outcome = crashed(exc)
+        await self._record(item, outcome)
+
+    async def _record(self, item: Claimed, outcome: Outcome) -> None:
+        duration_ms = outcome.duration * 1000
+        metrics.ATTEMPT_DURATION.observe(outcome.duration)
+        retry_in = 0.0
+        status: SettledStatus
+        if outcome.result is Result.SUCCEEDED:
+            status, label = "succeeded", "succeeded"
+            latency = (datetime.now(UTC) - item.event_created_at).total_seconds()
+            metrics.DELIVERY_LATENCY.observe(max(latency, 0.0))
+        else:
+            delay = self._policy.next_delay(item.schedule_attempt, outcome.retry_after)
+            status = "dead" if delay is None else "pending"
+            label = "gone" if outcome.disable else ("dead" if delay is None else "failed")
+            retry_in = delay or 0.0
+        metrics.DELIVERIES.labels(label).inc()
+        fields = {
+            "event_id": str(item.event_uid),
+            "delivery_id": item.delivery_id,
+            "subscription_id": item.subscription_id,
+            "attempt": item.attempt,
+            "status": outcome.code if outcome.error is None else outcome.error,
+            "duration_ms": round(duration_ms, 2),
+        }
+        if status == "succeeded":
+            log.info("delivery_succeeded", **fields)
+        elif status == "dead":
+            log.error("delivery_dead", **fields)
+        else:
+            log.warning("delivery_failed", retry_in=round(retry_in, 3), **fields)
+        if outcome.disable:
+            await self._disable(item.subscription_id, outcome.disable)
+        self._unsettled.append(
+            Settlement(
+                item.delivery_id,
+                item.attempt,
+                status,
+                retry_in,
+                outcome.code,
+                outcome.error,
+                outcome.started_at,
+                duration_ms,
+                outcome.detail,
+            )
+        )
+        self._settle_wanted.set()
+
+    async def _disable(self, subscription_id: int, reason: str) -> None:
+        """The destination said it is gone for good (HTTP: 410): stop sending to it."""
+        try:
+            if await self._outbox.disable_subscription(subscription_id, reason):
+                metrics.SUBSCRIPTIONS_DISABLED.labels("gone").inc()
+                log.warning("subscription_disabled", subscription_id=subscription_id, reason=reason)
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            log.error(
+                "subscription_disable_failed", subscription_id=subscription_id, error=one_line(exc)
+            )
+
+    # Background work.
+
+    async def run_settler(self) -> None:
+        """Record outcomes in batches: whatever finished while the last batch was written.
+
+        While the database is away, outcomes are kept and recorded once it is back; one
+        the database refuses (bad data) is set aside so that it never holds up the others.
+        """
+        failures = 0
+        while not (self._closed and not self._unsettled):
+            await self._settle_wanted.wait()
+            self._settle_wanted.clear()
+            if not self._unsettled:
+                continue
+            batch, self._unsettled = self._unsettled, []
+            kept = await self._settle(batch)
+            if kept:
+                self._unsettled[:0] = kept
+                failures += 1
+                await asyncio.sleep(retry_delay(failures))
+                self._settle_wanted.set()
+            else:
+                failures = 0
+
+    async def _settle(self, batch: list[Settlement]) -> list[Settlement]:
+        """Record ``batch``; returns the settlements that must wait for the database."""
+        try:
+            await self._outbox.settle(batch)
+        except Exception as exc:
+            if is_retryable(exc):
+                log.warning("settle_failed", error=one_line(exc), deliveries=len(batch))
+                return batch
+            if not isinstance(exc, REFUSED_DATA):
+                raise
+            log.error("settle_refused", error=one_line(exc), deliveries=len(batch))
+            return await self._settle_one_by_one(batch)
+        self._settled(batch)
+        return []
+
+    async def _settle_one_by_one(self, batch: list[Settlement]) -> list[Settlement]:
+        """Find what the database refused; record it without its receiver-supplied text."""
+        for n, settlement in enumerate(batch):
+            for candidate in (settlement, settlement.scrubbed()):
+                try:
+                    await self._outbox.settle([candidate])
+                except Exception as exc:
+                    if is_retryable(exc):
+                        return batch[n:]
+                    if not isinstance(exc, REFUSED_DATA):
+                        raise
+                    log.error(
+                        "settle_refused",
+                        error=one_line(exc),
+                        delivery_id=settlement.delivery_id,
+                        attempt=settlement.attempt,
+                    )
+                    continue
+                break
+            # Recorded, or refused even scrubbed: either way it is let go, and a delivery
+            # whose outcome was not recorded is attempted again when its lease expires.
+            self._settled([settlement])
+        return []
+
+    def _settled(self, batch: Sequence[Settlement]) -> None:
+        for settled in batch:
+            self._forget(settled.delivery_id, settled.attempt)
+        self.progress.set()
+
+    def _forget(self, delivery_id: int, attempt: int) -> None:
+        item = self._held.pop((delivery_id, attempt), None)
+        if item is None:
+            return
+        self._held_by_subscription[item.subscription_id] -= 1
+        if self._held_by_subscription[item.subscription_id] <= 0:
+            del self._held_by_subscription[item.subscription_id]
+
+    async def keep_leases(self, interval: float) -> None:
+        """Extend the leases of everything held, so only a dead holder loses them."""
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self._held)
+            if not held:
+                continue
+            try:
+                await self._outbox.extend_leases(held)
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                # Extended at the next turn. A lease that runs out meanwhile lets the
+                # delivery be attempted again (at least once); a late outcome of this
+                # attempt is still logged, and fenced off the delivery by its attempt.
+                log.warning("lease_extension_failed", error=one_line(exc), deliveries=len(held))
+
+    async def shutdown(self, grace: float, settler: asyncio.Task[None]) -> None:
+        """Finish in-flight attempts within ``grace``, record them, release the rest."""
+        self._stopping = True
+        if self._tasks:
+            _done, late = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+                log.warning("shutdown_cancelled_attempts", deliveries=len(late))
+        self._closed = True
+        self._settle_wanted.set()
+        try:
+            async with asyncio.timeout(grace):
+                await settler
+        except TimeoutError:
+            # The database is still away: these attempts are made again once their
+            # leases expire (at least once, never lost).
+            log.error("unsettled_at_shutdown", deliveries=len(self._unsettled))
+        attempted = {(s.delivery_id, s.attempt) for s in self._unsettled}
+        unattempted = [held for held in self._held if held not in attempted]
+        if unattempted:
+            try:
+                async with asyncio.timeout(grace):
+                    await self._outbox.release(unattempted)
+                log.info("released_unattempted", deliveries=len(unattempted))
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                log.warning("release_failed", error=one_line(exc), deliveries=len(unattempted))
+        self._held.clear()
+        self._held_by_subscription.clear()

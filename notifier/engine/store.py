@@ -1,0 +1,225 @@
+"""The daemon's side of the outbox: fan-out, claiming, leases, settling, the doorbell."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import asyncpg
+
+from notifier.db.errors import is_retryable
+from notifier.db.pool import load_queries
+from notifier.statuses import SettledStatus
+
+if TYPE_CHECKING:
+    PooledConnection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery this daemon holds a lease on, with what it needs to send it."""
+
+    delivery_id: int
+    attempt: int  # attempts started, ever: the fencing token
+    schedule_attempt: int  # the attempt's place in the retry schedule (1 = first)
+    subscription_id: int
+    event_uid: UUID
+    event_type: str
+    event_created_at: datetime
+    data: str  # JSON text: the stored row, its timestamps in the contract's form
+    previous: str | None
+    target: str  # where the sink sends it: a URL whose scheme names the sink
+    secrets: tuple[str, ...]  # current secret first, then one being rotated out
+    max_in_flight: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What became of one attempt, as recorded in the database."""
+
+    delivery_id: int
+    attempt: int
+    status: SettledStatus
+    retry_in: float  # seconds; used when status is pending
+    outcome: str  # a short code: http_204, timeout, ...
+    error: str | None
+    started_at: datetime
+    duration_ms: float
+    detail: str  # the start of what the destination answered
+
+    def scrubbed(self) -> Settlement:
+        """The same outcome without the text a receiver could have chosen."""
+        error = None if self.error is None else self.error.encode("ascii", "replace").decode()
+        return replace(self, error=error, detail="")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    fanned_events: int
+    claimed: list[Claimed]
+
+
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    queued: bool
+    next_due_in: float | None
+    writers_in_progress: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    pending: int
+    oldest_age_seconds: float
+
+
+def _claimed(row: asyncpg.Record) -> Claimed:
+    secrets = (
+        (row["secret"],)
+        if row["previous_secret"] is None
+        else (row["secret"], row["previous_secret"])
+    )
+    return Claimed(
+        delivery_id=row["delivery_id"],
+        attempt=row["attempts"],
+        schedule_attempt=row["attempts"] - row["schedule_offset"],
+        subscription_id=row["subscription_id"],
+        event_uid=row["event_uid"],
+        event_type=row["event_type"],
+        event_created_at=row["event_created_at"],
+        data=row["data"],
+        previous=row["previous"],
+        target=row["target"],
+        secrets=secrets,
+        max_in_flight=row["max_in_flight"],
+    )
+
+
+class Outbox:
+    """Every query the daemon runs against the outbox, on a pool."""
+
+    def __init__(self, pool: asyncpg.Pool, lease_seconds: float) -> None:
+        self._pool = pool
+        self._lease = float(lease_seconds)
+        self._q = load_queries("outbox")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[PooledConnection]:
+        """A pooled connection that is closed, never reused, after a lost or cut operation."""
+        async with self._pool.acquire() as conn:
+            try:
+                yield conn
+            except BaseException as exc:
+                if is_retryable(exc) or isinstance(exc, asyncio.CancelledError):
+                    conn.terminate()
+                raise
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connection() as conn:
+            return await conn.fetch(self._q[query], *args)
+
+    async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._q[query], *args)
+        assert row is not None
+        return row
+
+    async def _fetchval(self, query: str, *args: Any, seconds: float | None = None) -> Any:
+        async with self._connection() as conn:
+            return await conn.fetchval(self._q[query], *args, timeout=seconds)
+
+    async def _execute(self, query: str, *args: Any) -> str:
+        async with self._connection() as conn:
+            return str(await conn.execute(self._q[query], *args))
+
+    async def claim(
+        self,
+        *,
+        events: int,
+        due: int,
+        room: Mapping[int, int],
+        default_room: int,
+        disarm: bool,
+    ) -> ClaimResult:
+        """Fan out up to ``events`` new events and claim what fits in ``room``."""
+        rows = await self._fetch(
+            "claim",
+            events,
+            self._lease,
+            list(room.keys()),
+            list(room.values()),
+            default_room,
+            due,
+            disarm,
+        )
+        claimed = [_claimed(row) for row in rows if row["delivery_id"] is not None]
+        return ClaimResult(fanned_events=rows[0]["fanned_events"], claimed=claimed)
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        """Record attempt outcomes and move their deliveries on, in one statement."""
+        await self._execute(
+            "settle",
+            [s.delivery_id for s in settlements],
+            [s.attempt for s in settlements],
+            [s.status for s in settlements],
+            [s.retry_in for s in settlements],
+            [s.outcome for s in settlements],
+            [s.error for s in settlements],
+            [s.started_at for s in settlements],
+            [s.duration_ms for s in settlements],
+            [s.detail for s in settlements],
+        )
+
+    async def extend_leases(self, held: Sequence[tuple[int, int]]) -> None:
+        """Push back the lease expiry of held (delivery id, attempt) pairs."""
+        await self._execute(
+            "extend_leases", [h[0] for h in held], [h[1] for h in held], self._lease
+        )
+
+    async def release(self, held: Sequence[tuple[int, int]]) -> None:
+        """Hand back deliveries that were claimed but never attempted."""
+        await self._execute("release", [h[0] for h in held], [h[1] for h in held])
+
+    async def arm_doorbell(self) -> None:
+        await self._execute("arm")
+
+    async def recheck(self, full_subscriptions: Sequence[int]) -> Recheck:
+        row = await self._fetchrow("recheck", list(full_subscriptions))
+        return Recheck(row["queued"], row["next_due_in"], row["writers_in_progress"])
+
+    async def disable_subscription(self, subscription_id: int, reason: str) -> bool:
+        status = await self._execute("disable_subscription", subscription_id, reason)
+        return status.endswith(" 1")
+
+    async def disable_failing(self, failing_seconds: float) -> list[tuple[int, str]]:
+        """Disable subscriptions failing with no success for longer than that."""
+        rows = await self._fetch("disable_failing", float(failing_seconds))
+        return [(row["id"], row["disabled_reason"]) for row in rows]
+
+    async def oldest_deliverable_age(self, timeout_seconds: float | None = None) -> float:
+        """Seconds the oldest due, deliverable work has been waiting (0 if none)."""
+        age = await self._fetchval("oldest_deliverable", seconds=timeout_seconds)
+        return float(age or 0.0)
+
+    async def backlog(self) -> Backlog:
+        row = await self._fetchrow("backlog")
+        return Backlog(row["pending"], row["oldest_age_seconds"] or 0.0)
+
+    async def unvacuumed(self) -> tuple[bool, list[str]]:
+        """Whether autovacuum is off for the server, and the notifier tables it is off for."""
+        row = await self._fetchrow("unvacuumed")
+        return row["server_off"], list(row["tables_off"])
+
+    async def ping(self, timeout_seconds: float) -> None:
+        await self._fetchval("ping", seconds=timeout_seconds)
+
+    async def schema_version(self) -> int:
+        """The newest migration applied to the database (0 before the first)."""
+        try:
+            return int(await self._fetchval("schema_version"))
+        except asyncpg.UndefinedTableError:
+            return 0

@@ -1,0 +1,1 @@
+"""Logging, metrics, health endpoints and credential masking."""

@@ -1,0 +1,84 @@
+"""structlog set-up: JSON lines in production, readable console output in development."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from notifier.observability.redaction import redact_urls_in
+
+# Keys whose values are never written, whoever logs them.
+_SECRET_KEYS = frozenset(
+    {"secret", "secrets", "token", "api_token", "password", "authorization", "signature"}
+)
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _redact(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in event_dict.keys() & _SECRET_KEYS:
+        event_dict[key] = "***"
+    return event_dict
+
+
+def _redact_urls(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # Runs after tracebacks are rendered, so a URL quoted in one is masked as well.
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact_urls_in(value)
+    return event_dict
+
+
+def configure_logging(log_format: str = "json", level: str = "info") -> None:
+    """Configure structlog for the whole process; logs go to standard error."""
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if log_format == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _name_logger,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            _redact_urls,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _name_logger(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if "logger_name" in event_dict:
+        event_dict["logger"] = event_dict.pop("logger_name")
+    return event_dict
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger whose lines carry ``logger=<name>``.
+
+    It stays lazy: a module-level logger created before ``configure_logging`` still
+    follows the configuration made later (``bind`` would freeze the one in force).
+    """
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger_name=name)
+    return logger

@@ -1,0 +1,1 @@
+"""What operators do: inspect, redeliver, recover, replay, and retention."""

@@ -1,0 +1,1 @@
+"""Destinations: each kind of target the engine delivers to."""

@@ -1,0 +1,1 @@
+"""Who receives which events: the subscription store and event filters."""

@@ -1,0 +1,259 @@
+"""Subscriptions: where events are delivered. One store used by the API and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from notifier.db.pool import load_queries
+from notifier.envelope import optional_timestamp, timestamp
+from notifier.sinks.ssrf import UnsafeTarget, check_url
+from notifier.subscriptions.filters import Condition, from_stored
+from notifier.subscriptions.filters import validate as validate_filter
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+SECRET_BYTES = 32
+# '*', 'topic.*' or 'topic.created|updated|deleted'; public for the API's OpenAPI document.
+EVENT_TYPE_REGEX = r"^(\*|[a-z][a-z0-9_]*\.(\*|created|updated|deleted))$"
+_EVENT_TYPE_PATTERN = re.compile(EVENT_TYPE_REGEX)
+
+RESOLVE_TIMEOUT_SECONDS = 5.0
+
+Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+class InvalidSubscription(ValueError):
+    """A subscription field is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def generate_secret() -> str:
+    """A new signing secret in the Standard Webhooks form ``whsec_<base64>``."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def validate_secret(secret: str) -> str:
+    """Check a caller-chosen secret: ``whsec_`` and base64 of 24 to 64 bytes."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise InvalidSubscription("secret", "must start with whsec_")
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidSubscription("secret", "must be whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise InvalidSubscription("secret", "must encode 24 to 64 bytes")
+    return secret
+
+
+def validate_url(url: str) -> str:
+    """Check that a target URL is absolute http(s) with a host."""
+    # urlsplit silently drops tabs and newlines, so they are refused before it runs.
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise InvalidSubscription("url", "must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        raise InvalidSubscription("url", f"not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidSubscription("url", "must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise InvalidSubscription("url", "must name a host")
+    if len(url) > 2048:
+        raise InvalidSubscription("url", "must be at most 2048 characters")
+    return url
+
+
+async def check_target(url: str, *, allow_private: bool) -> str:
+    """``validate_url``, then the SSRF guard: refuse hosts that are not public addresses."""
+    validate_url(url)
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            await check_url(url, allow_private=allow_private)
+    except UnsafeTarget as exc:
+        raise InvalidSubscription("url", str(exc)) from None
+    except TimeoutError:
+        message = f"the host did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s"
+        raise InvalidSubscription("url", message) from None
+    return url
+
+
+def _stored_filter(conditions: list[Condition] | None) -> str | None:
+    if conditions is None:
+        return None
+    return json.dumps([c.as_stored() for c in validate_filter(conditions)])
+
+
+def validate_event_types(patterns: list[str]) -> list[str]:
+    """Check event-type patterns: ``*``, ``topic.*`` or ``topic.created|updated|deleted``."""
+    if not patterns:
+        raise InvalidSubscription("event_types", "must list at least one pattern")
+    for pattern in patterns:
+        if not _EVENT_TYPE_PATTERN.fullmatch(pattern):
+            raise InvalidSubscription(
+                "event_types",
+                f"{pattern!r} is not '*', 'topic.*' or 'topic.created|updated|deleted'",
+            )
+    return list(dict.fromkeys(patterns))
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A delivery target as stored; secrets are kept out of ``as_dict``."""
+
+    id: int
+    url: str
+    description: str
+    event_types: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    max_in_flight: int | None
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    filter: list[Condition]
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> Subscription:
+        fields = {name: record[name] for name in cls.__dataclass_fields__ if name != "filter"}
+        return cls(**fields, filter=from_stored(json.loads(record["filter"])))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Public fields, JSON-ready; never the secrets."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "description": self.description,
+            "event_types": self.event_types,
+            "filter": [c.as_dict() for c in self.filter],
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "disabled_at": optional_timestamp(self.disabled_at),
+            "max_in_flight": self.max_in_flight,
+            "previous_secret_expires_at": optional_timestamp(self.previous_secret_expires_at),
+            "created_at": timestamp(self.created_at),
+            "updated_at": timestamp(self.updated_at),
+        }
+
+
+_UNSET: Any = object()
+
+
+class SubscriptionStore:
+    """Reads and writes ``notifier.subscriptions``; validates before it writes.
+
+    Target URLs go through the SSRF guard unless ``allow_private_targets``: this store is
+    the one place every writer (API, CLI, ``notifier dev``) creates subscriptions through.
+    """
+
+    def __init__(self, db: Executor, *, allow_private_targets: bool) -> None:
+        self._db = db
+        self._allow_private = allow_private_targets
+        self._queries = load_queries("subscriptions")
+
+    async def create(
+        self,
+        url: str,
+        *,
+        event_types: list[str] | None = None,
+        description: str = "",
+        secret: str | None = None,
+        max_in_flight: int | None = None,
+        enabled: bool = True,
+        filter: list[Condition] | None = None,
+    ) -> Subscription:
+        """Store a new subscription; a secret is generated when none is given."""
+        url = await check_target(url, allow_private=self._allow_private)
+        record = await self._db.fetchrow(
+            self._queries["create"],
+            url,
+            description,
+            validate_event_types(event_types or ["*"]),
+            validate_secret(secret) if secret is not None else generate_secret(),
+            max_in_flight,
+            enabled,
+            _stored_filter(filter or []),
+        )
+        assert record is not None
+        return Subscription.from_record(record)
+
+    async def get(self, subscription_id: int) -> Subscription | None:
+        record = await self._db.fetchrow(self._queries["get"], subscription_id)
+        return Subscription.from_record(record) if record else None
+
+    async def find_by_url(self, url: str) -> Subscription | None:
+        """The oldest subscription to exactly this URL, if any."""
+        record = await self._db.fetchrow(self._queries["find_by_url"], url)
+        return Subscription.from_record(record) if record else None
+
+    async def page(self, *, after: int = 0, limit: int = 100) -> list[Subscription]:
+        """Subscriptions with ids above ``after``, in id order, at most ``limit``."""
+        records = await self._db.fetch(self._queries["list"], after, limit)
+        return [Subscription.from_record(r) for r in records]
+
+    async def update(
+        self,
+        subscription_id: int,
+        *,
+        url: str | None = None,
+        description: str | None = None,
+        event_types: list[str] | None = None,
+        max_in_flight: int | None = _UNSET,
+        enabled: bool | None = None,
+        disabled_reason: str | None = None,
+        filter: list[Condition] | None = None,
+    ) -> Subscription | None:
+        """Change the given fields; ``enabled=True`` also clears the disabled reason.
+
+        ``filter`` replaces the conditions (an empty list removes them); None keeps them.
+        """
+        if url is not None:
+            url = await check_target(url, allow_private=self._allow_private)
+        record = await self._db.fetchrow(
+            self._queries["update"],
+            subscription_id,
+            url,
+            description,
+            validate_event_types(event_types) if event_types is not None else None,
+            max_in_flight is not _UNSET,
+            None if max_in_flight is _UNSET else max_in_flight,
+            enabled,
+            disabled_reason,
+            _stored_filter(filter),
+        )
+        return Subscription.from_record(record) if record else None
+
+    async def rotate_secret(
+        self, subscription_id: int, overlap_seconds: float, new_secret: str | None = None
+    ) -> Subscription | None:
+        """Replace the secret; the old one stays valid for ``overlap_seconds``."""
+        secret = validate_secret(new_secret) if new_secret is not None else generate_secret()
+        record = await self._db.fetchrow(
+            self._queries["rotate_secret"], subscription_id, secret, float(overlap_seconds)
+        )
+        return Subscription.from_record(record) if record else None
+
+    async def disable(self, subscription_id: int, reason: str) -> Subscription | None:
+        """Disable with a reason; None if it does not exist or was already disabled."""
+        record = await self._db.fetchrow(self._queries["disable"], subscription_id, reason)
+        return Subscription.from_record(record) if record else None
+
+    async def delete(self, subscription_id: int) -> bool:
+        return await self._db.fetchval(self._queries["delete"], subscription_id) is not None
