@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import asyncpg
 import psycopg
 import pytest
 
-from notifier.migrate import migrate
+from notifier.db.migrate import migrate
+from notifier.devtools.receiver import Receiver
 from tests.pg import postgres_server, with_database
-from tests.support import Daemon, Receiver
+from tests.support import Daemon
+
+# What is wrong with some accounts' ledgers (empty when nothing is), read in one snapshot.
+LedgerViolations = Callable[[psycopg.Connection[tuple[object, ...]], Sequence[int]], list[str]]
 
 
 def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
@@ -100,3 +104,60 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         daemon.ensure_stopped()
+
+
+_LEDGER_AUDIT = """
+SELECT a.id, a.balance, coalesce(l.total, 0), l.rows,
+       coalesce(l.last_balance_after, a.balance), l.unmatched, e.events
+  FROM accounts a
+  CROSS JOIN LATERAL (
+      SELECT sum(CASE t.kind WHEN 'top_up' THEN t.amount ELSE -t.amount END) AS total,
+             count(*) AS rows,
+             (array_agg(t.balance_after ORDER BY t.id DESC))[1] AS last_balance_after,
+             count(*) FILTER (WHERE (
+                 SELECT count(*) FROM notifier.events ev
+                  WHERE ev.type = 'transaction.created'
+                    AND ev.data ->> 'id' = t.id::text
+                    AND ev.data ->> 'account_id' = t.account_id::text
+                    AND ev.data ->> 'kind' = t.kind
+                    AND ev.data ->> 'amount' = t.amount::text
+                    AND ev.data ->> 'balance_after' = t.balance_after::text) <> 1) AS unmatched
+        FROM transactions t
+       WHERE t.account_id = a.id) l
+  CROSS JOIN LATERAL (
+      SELECT count(*) AS events FROM notifier.events ev
+       WHERE ev.type = 'transaction.created' AND ev.data ->> 'account_id' = a.id::text) e
+ WHERE a.id = ANY(%s)
+"""
+
+
+def _ledger_violations(
+    conn: psycopg.Connection[tuple[object, ...]], account_ids: Sequence[int]
+) -> list[str]:
+    found = {int(str(row[0])): row[1:] for row in conn.execute(_LEDGER_AUDIT, [list(account_ids)])}
+    problems = [f"account {a}: not found" for a in account_ids if a not in found]
+    for account_id, row in sorted(found.items()):
+        balance, total, rows, last, unmatched, events = (int(str(value)) for value in row)
+        name = f"account {account_id}"
+        if balance != total:
+            problems.append(f"{name}: balance {balance}, but its ledger rows sum to {total}")
+        if balance < 0:
+            problems.append(f"{name}: balance {balance} is negative")
+        if last != balance:
+            problems.append(f"{name}: balance {balance}, but its last row says {last}")
+        if unmatched:
+            problems.append(f"{name}: {unmatched} rows lack exactly one matching event")
+        if events != rows:
+            problems.append(f"{name}: {events} transaction.created events for {rows} rows")
+    return problems
+
+
+@pytest.fixture
+def ledger_violations() -> LedgerViolations:
+    """What breaks the ledger's invariants for some accounts; empty when they all hold.
+
+    For each account: its balance equals the sum of its rows (top-ups minus debits), is
+    not negative and is its newest row's balance_after; each row has exactly one
+    transaction.created event carrying it, and no other such event names the account.
+    """
+    return _ledger_violations

@@ -45,9 +45,10 @@ def fanned_events(
         ),
         d AS (
             INSERT INTO notifier.deliveries
-                   (event_id, subscription_id, status, attempts, last_error, completed_at,
-                    last_attempt_at, created_at)
+                   (event_id, subscription_id, status, attempts, last_outcome, last_error,
+                    completed_at, last_attempt_at, created_at)
             SELECT id, %(sub)s, %(status)s, %(attempts)s,
+                   CASE WHEN %(status)s = 'dead' THEN 'http_500' END,
                    CASE WHEN %(status)s = 'dead' THEN 'http_500' END,
                    CASE WHEN %(status)s IN ('dead', 'succeeded') THEN now() - %(age)s::interval END,
                    now() - %(age)s::interval, now() - %(age)s::interval
@@ -56,8 +57,8 @@ def fanned_events(
         ),
         a AS (
             INSERT INTO notifier.delivery_attempts
-                   (delivery_id, attempt, started_at, duration_ms, status_code, error)
-            SELECT id, 1, now(), 1.5, 500, 'http_500' FROM d
+                   (delivery_id, attempt, started_at, duration_ms, outcome, error)
+            SELECT id, 1, now(), 1.5, 'http_500', 'http_500' FROM d
         )
         SELECT uid::text FROM e ORDER BY id
         """,

@@ -3,8 +3,9 @@
 1. ``NOTIFIER_TEST_DATABASE_URL``: an existing server (any database on it; the suite
    creates and drops its own databases there);
 2. a throwaway container through testcontainers, when a Docker engine answers;
-3. an embedded PostgreSQL from the ``pgserver`` wheel, so a machine with Python and
-   nothing else runs the suite.
+3. an embedded PostgreSQL (``notifier.devtools.embedded_pg``: the installed server's
+   programs, or the ``pgserver`` wheel's), so a machine with Python and nothing else
+   runs the suite.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from notifier.devtools.embedded_pg import EmbeddedPostgres, free_port
 
 DOCKER_IMAGE = "postgres:16-alpine"
 
@@ -56,15 +60,24 @@ def _container() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _embedded() -> Iterator[str]:
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="notifier-test-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+def embedded_server() -> Iterator[EmbeddedPostgres]:
+    """A throwaway PostgreSQL server in a temporary directory, not yet started; stopped
+    (immediately: nothing in it is kept) and removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="notifier-test-pg-") as parent:
+        os.chmod(parent, 0o755)  # noqa: S103 (as root, the server runs as another user)
+        # fsync off: a crash of this server loses nothing anyone needs.
+        server = EmbeddedPostgres(Path(parent) / "data", free_port(), settings={"fsync": "off"})
         try:
-            yield server.get_uri()
+            yield server
         finally:
-            server.cleanup()
+            server.stop("immediate")
+
+
+@contextlib.contextmanager
+def _embedded() -> Iterator[str]:
+    with embedded_server() as server:
+        server.start()
+        yield server.url()
 
 
 @contextlib.contextmanager
@@ -78,4 +91,4 @@ def postgres_server() -> Iterator[tuple[str, str]]:
             yield "testcontainers", url
     else:
         with _embedded() as url:
-            yield "embedded pgserver", url
+            yield "embedded PostgreSQL", url

@@ -12,8 +12,10 @@ import asyncpg
 import psycopg
 from standardwebhooks.webhooks import Webhook
 
-from notifier.subscriptions import SubscriptionStore
-from tests.support import Daemon, Receiver, start, wait_until
+from notifier.devtools.daemon_process import wait_until
+from notifier.devtools.receiver import Receiver
+from notifier.subscriptions.store import SubscriptionStore
+from tests.support import Daemon, start
 
 Conn = psycopg.Connection[tuple[object, ...]]
 SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded"}'
@@ -176,3 +178,29 @@ async def test_a_table_left_unvacuumed_is_named_at_start(
     assert warnings[0]["tables"] == ["event_queue"]
     assert server_off is not None
     assert warnings[0]["server"] is server_off[0]
+
+
+async def test_events_deleted_by_hand_are_shrugged_off(
+    database_url: str,
+    dba: Conn,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    """A superuser's DELETE FROM notifier.events leaves queue rows pointing nowhere (the
+    queue has no foreign key): the daemon drops them and delivers what comes next."""
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/after"))
+    account_id = account(dba)
+    top_ups(dba, account_id, 5)
+    dba.execute("DELETE FROM notifier.events")
+    assert dba.execute("SELECT count(*) FROM notifier.event_queue").fetchone() == (5,)
+    daemon = start(daemons, database_url, tmp_path)
+    top_ups(dba, account_id, 2)
+    await wait_until(lambda: len(receiver.received) >= 2, what="the events written afterwards")
+    await wait_until(
+        lambda: pool.fetchval("SELECT count(*) = 0 FROM notifier.event_queue"), what="fan-out"
+    )
+    assert await daemon.terminate() == 0
+    assert sorted(r.event["data"]["amount"] for r in receiver.received) == [1, 2]
+    assert [line for line in daemon.logs() if line["level"] in ("error", "critical")] == []

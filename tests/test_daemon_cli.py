@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import aiohttp
 import psycopg
 
-from notifier.subscriptions import generate_secret
-from tests.support import Daemon, free_port, wait_until
+from notifier.devtools.daemon_process import wait_until
+from notifier.subscriptions.store import generate_secret
+from tests.support import Daemon, free_port
 
 
 def notifier(
@@ -32,6 +34,11 @@ def notifier(
         timeout=60,
         check=False,
     )
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_receiver(port: int, secret: str, out_path: Path) -> subprocess.Popen[bytes]:
@@ -82,7 +89,7 @@ def test_subscription_commands(database_url: str) -> None:
     missing = notifier(database_url, "subscriptions", "remove", sub_id)
     assert (missing.returncode, missing.stderr.strip()) == (
         1,
-        f"notifier: error: no subscription {sub_id}",
+        f"notifier: error: subscription {sub_id} does not exist",
     )
     bad = notifier(database_url, "subscriptions", "add", "ftp://example.com")
     assert bad.returncode == 1
@@ -100,6 +107,8 @@ async def test_demo_receiver_verifies_and_prints_events(database_url: str, tmp_p
     receiver = start_receiver(port, secret, out_path)
     daemon = Daemon(database_url, tmp_path / "daemon.log")
     try:
+        # Else, on a slow start, the fast test schedule runs out before it listens.
+        await wait_until(lambda: _listening(port), what="the receiver to listen")
         with psycopg.connect(database_url, autocommit=True) as dba:
             dba.execute("INSERT INTO accounts (currency) VALUES ('EUR')")
             dba.execute(

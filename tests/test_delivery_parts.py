@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from notifier.daemon import supervise
-from notifier.retry import RetryPolicy, parse_retry_after
-from notifier.signing import InvalidSignature, signature_header, verify
-from notifier.subscriptions import generate_secret
+from notifier.engine.daemon import supervise
+from notifier.engine.retry import RetryPolicy
+from notifier.sinks.http import parse_retry_after
+from notifier.sinks.signing import InvalidSignature, signature_header, verify
+from notifier.subscriptions.store import generate_secret
 
 
 def test_signatures_verify_with_the_standardwebhooks_package() -> None:
@@ -53,6 +54,20 @@ def test_retry_after_is_honoured_within_bounds() -> None:
     assert parse_retry_after("Sat, 21 Nov 2026 20:01:30 GMT", now) == 90
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["-5", "1.5", "\u00b2", "\u0661\u0662", "1\x00", "Mon, 01 Jan 99999 00:00:00 GMT", ""],
+)
+def test_a_retry_after_that_is_not_one_is_ignored(hostile: str) -> None:
+    assert parse_retry_after(hostile, datetime(2026, 11, 21, tzinfo=UTC)) is None
+
+
+def test_an_absurdly_long_retry_after_is_capped() -> None:
+    policy = RetryPolicy((5,), retry_after_max=60, jitter=lambda d: d)
+    asked = parse_retry_after("9" * 5000, datetime(2026, 11, 21, tzinfo=UTC))
+    assert policy.next_delay(1, asked) == 60
 
 
 async def test_supervise_names_a_task_that_dies() -> None:

@@ -13,13 +13,13 @@ import yaml
 from prometheus_client import REGISTRY
 
 import api.observability
-import notifier.metrics
-from notifier.cli import build_parser
+import notifier.observability.metrics
+from notifier.cli.main import build_parser
 from notifier.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Imported for their registrations in the default Prometheus registry.
-EXPORTERS = (api.observability, notifier.metrics)
+EXPORTERS = (api.observability, notifier.observability.metrics)
 _INTERPOLATION = re.compile(r"\$\{([A-Z_]+)(?::-([^}]*))?\}")
 
 
@@ -103,6 +103,8 @@ def test_health_checks_probe_what_each_service_runs() -> None:
         args = build_parser().parse_args(test[2:])
         assert (args.command, args.target) == ("healthcheck", target)
     assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    migrate = build_parser().parse_args(SERVICES["migrate"]["command"])
+    assert (migrate.command, migrate.wait) == ("migrate", 60.0)
     for name in ("api", "notifier"):
         assert SERVICES[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"

@@ -7,7 +7,7 @@ import json
 import asyncpg
 import pytest
 
-from notifier.filters import Condition, InvalidFilter, condition, from_stored, parse
+from notifier.subscriptions.filters import Condition, InvalidFilter, condition, from_stored, parse
 
 
 @pytest.mark.parametrize(
@@ -76,8 +76,8 @@ async def test_sql_evaluation(pool: asyncpg.Pool) -> None:
 
 
 async def test_fan_out_honours_the_filter(pool: asyncpg.Pool) -> None:
-    from notifier.outbox import Outbox
-    from notifier.subscriptions import SubscriptionStore
+    from notifier.engine.store import Outbox
+    from notifier.subscriptions.store import SubscriptionStore
 
     store = SubscriptionStore(pool, allow_private_targets=True)
     big = await store.create("http://example.com/big", filter=[parse("amount >= 100")])

@@ -11,7 +11,7 @@ import sys
 import asyncpg
 import pytest
 
-from notifier.migrate import Migration, MigrationError, discover, migrate
+from notifier.db.migrate import Migration, MigrationError, discover, migrate
 
 
 def _notifier(database_url: str, *args: str) -> subprocess.Popen[str]:
@@ -180,3 +180,42 @@ def test_cli_watch_lists_adds_and_removes_tables(database_url: str) -> None:
     assert code == 0, err
     code, out, _ = _run(database_url, "watch", "--list")
     assert out.splitlines() == ["transactions\ttransaction"]
+
+
+async def test_outcomes_recorded_before_012_read_as_outcome_codes(empty_database_url: str) -> None:
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn, [m for m in discover() if m.version < 12])
+        await conn.execute(
+            """
+            INSERT INTO notifier.subscriptions (url, secret) VALUES ('https://x.test/', 'whsec_x');
+            INSERT INTO accounts (currency) VALUES ('USD');
+            INSERT INTO transactions (account_id, kind, amount) VALUES (1, 'top_up', 5);
+            INSERT INTO notifier.deliveries (event_id, subscription_id, status, attempts,
+                                             last_status_code, last_error)
+            SELECT id, 1, 'dead', 3, NULL, 'connection_error: ClientConnectorError'
+              FROM notifier.events;
+            INSERT INTO notifier.delivery_attempts
+                   (delivery_id, attempt, started_at, duration_ms, status_code, error,
+                    response_snippet)
+            VALUES (1, 1, now(), 1, 503, 'http_503', 'busy'),
+                   (1, 2, now(), 1, NULL, 'timeout', ''),
+                   (1, 3, now(), 1, NULL, 'connection_error: ClientConnectorError', ''),
+                   (1, 4, now(), 1, 204, NULL, 'ok')
+            """
+        )
+        await migrate(conn)
+        attempts = await conn.fetch(
+            "SELECT outcome, notifier.http_status(outcome) AS status, error, detail "
+            "FROM notifier.delivery_attempts ORDER BY attempt"
+        )
+        delivery = await conn.fetchrow("SELECT last_outcome, last_error FROM notifier.deliveries")
+    finally:
+        await conn.close()
+    assert [tuple(a) for a in attempts] == [
+        ("http_503", 503, "http_503", "busy"),
+        ("timeout", None, "timeout", ""),
+        ("connection_error", None, "connection_error: ClientConnectorError", ""),
+        ("http_204", 204, None, "ok"),
+    ]
+    assert tuple(delivery) == ("connection_error", "connection_error: ClientConnectorError")

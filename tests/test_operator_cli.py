@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.ops_support import fanned_events, subscription
+from tests.support import IPV6_FORMS_OF_PRIVATE_TARGETS
 from tests.test_daemon_cli import notifier
 
 Conn = psycopg.Connection[Any]
@@ -89,10 +90,29 @@ def test_stats_recover_replay(database_url: str, dba: Conn) -> None:
     assert "does not exist" in _error(
         notifier(database_url, "subscriptions", "recover", "99", "--since", "1h")
     )
-    assert "no subscription 99" in _error(notifier(database_url, "subscriptions", "stats", "99"))
+    assert "subscription 99 does not exist" in _error(
+        notifier(database_url, "subscriptions", "stats", "99")
+    )
     naive = notifier(database_url, "subscriptions", "recover", str(sub), "--since", "2026-01-01")
     assert naive.returncode == 2
     assert "time zone" in naive.stderr
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        ["--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"],
+        ["--since", "1h", "--until", "2h"],  # until two hours ago is before since
+    ],
+)
+def test_replay_refuses_a_range_that_ends_before_it_starts(
+    database_url: str, dba: Conn, bounds: list[str]
+) -> None:
+    sub = subscription(dba)
+    error = _error(notifier(database_url, "subscriptions", "replay", str(sub), *bounds))
+    assert "until" in error
+    assert "later than since" in error
+    assert dba.execute("SELECT count(*) FROM notifier.deliveries").fetchone() == (0,)
 
 
 def test_retention_run(database_url: str, dba: Conn) -> None:
@@ -143,3 +163,12 @@ def test_private_targets_refused_by_default_and_allowed_by_override(
     assert "NOTIFIER_ALLOW_PRIVATE_TARGETS" in refused
     added = json.loads(_ok(notifier(database_url, "subscriptions", "add", url, allow_private=True)))
     assert added["url"] == url
+
+
+@pytest.mark.parametrize("url", IPV6_FORMS_OF_PRIVATE_TARGETS)
+def test_ipv6_forms_carrying_loopback_or_metadata_are_refused(
+    database_url: str, dba: Conn, url: str
+) -> None:
+    refused = _error(notifier(database_url, "subscriptions", "add", url, allow_private=False))
+    assert "not a public address" in refused
+    assert dba.execute("SELECT count(*) FROM notifier.subscriptions").fetchone() == (0,)

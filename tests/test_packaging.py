@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.migrate import discover
+from notifier.db.migrate import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_wheel_install_migrates_from_another_directory(
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "notifier/sql/001_ledger.sql" in names
-    assert "notifier/queries/migrate.sql" in names
+    assert "notifier/db/queries/migrate.sql" in names
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from notifier.daemon import DAEMON_SESSION
-from notifier.db import load_queries
-from notifier.subscriptions import SubscriptionStore, generate_secret
+from notifier.db.pool import load_queries
+from notifier.engine.daemon import DAEMON_SESSION
+from notifier.subscriptions.store import SubscriptionStore, generate_secret
 
 HISTORY = 5000
 GROWING = {"events", "deliveries", "delivery_attempts"}
@@ -62,8 +62,9 @@ async def history(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         subscription.id,
     )
     await conn.execute(
-        "INSERT INTO notifier.delivery_attempts (delivery_id, attempt, started_at, duration_ms)"
-        " SELECT id, 1, now(), 1 FROM notifier.deliveries"
+        "INSERT INTO notifier.delivery_attempts"
+        " (delivery_id, attempt, started_at, duration_ms, outcome)"
+        " SELECT id, 1, now(), 1, 'http_204' FROM notifier.deliveries"
     )
     await conn.execute(
         "UPDATE notifier.deliveries SET status = 'in_flight', attempts = 2"
@@ -96,7 +97,7 @@ async def test_settle_and_leases_find_deliveries_by_key(history: asyncpg.Connect
         [2],
         ["succeeded"],
         [0.0],
-        [204],
+        ["http_204"],
         [None],
         [now],
         [1.5],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from notifier.subscriptions import InvalidSubscription, SubscriptionStore, validate_secret
+from notifier.subscriptions.store import InvalidSubscription, SubscriptionStore, validate_secret
 
 
 async def test_create_generates_a_valid_secret_and_hides_it(pool: asyncpg.Pool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ from tests.http_api.conftest import new_account, top_up
 
 Client = TestClient[Any, Any]
 PROBLEM = "application/problem+json"
+TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
 
 
 async def problem(response: Any, status: int) -> dict[str, Any]:
@@ -37,6 +39,32 @@ async def test_create_and_get_account(client: Client) -> None:
     response = await client.get(f"/accounts/{created['id']}")
     assert response.status == 200
     assert await response.json() == created
+
+
+async def test_a_transaction_has_every_key_with_the_contracts_formats(client: Client) -> None:
+    account_id = await new_account(client)
+    body = await top_up(client, account_id, 500)
+    assert list(body) == [
+        "id",
+        "account_id",
+        "kind",
+        "amount",
+        "currency",
+        "balance_after",
+        "idempotency_key",
+        "metadata",
+        "created_at",
+    ]
+    assert (body["account_id"], body["amount"], body["balance_after"]) == (account_id, 500, 500)
+    assert body["idempotency_key"] is None
+    assert re.fullmatch(TIMESTAMP, body["created_at"])
+    account = await (await client.get(f"/accounts/{account_id}")).json()
+    assert re.fullmatch(TIMESTAMP, account["updated_at"])
+
+
+async def test_a_problem_carries_only_the_members_it_has(client: Client) -> None:
+    body = await problem(await client.get("/accounts/999999"), 404)
+    assert set(body) == {"type", "title", "status", "detail"}
 
 
 @pytest.mark.parametrize("currency", ["usd", "ABC", "US", "EURO", 840, None, ""])

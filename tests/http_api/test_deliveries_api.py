@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from notifier.operations import Operations
+from notifier.ops.operator import Operations
 from tests.ops_support import fanned_events, subscription
 
 Client = TestClient[Any, Any]
@@ -47,7 +47,10 @@ async def test_event_shows_deliveries_and_attempts(client: Client, dba: Conn) ->
         "dead",
         uid,
     )
-    assert [(a["attempt"], a["status_code"]) for a in delivery["attempt_log"]] == [(1, 500)]
+    assert [(a["attempt"], a["outcome"], a["status_code"]) for a in delivery["attempt_log"]] == [
+        (1, "http_500", 500)
+    ]
+    assert (delivery["last_outcome"], delivery["last_status_code"]) == ("http_500", 500)
 
 
 @pytest.mark.parametrize("event_id", ["0190a0c4-8f2e-7c1a-9b3d-5e6f7a8b9c0d", "not-a-uuid", "1"])
@@ -91,6 +94,13 @@ async def test_deliveries_filter_and_page(client: Client, dba: Conn) -> None:
         "subscription_id=0",
         "since=yesterday",
         "since=2026-01-01T00:00:00",
+        # Numbers are not date-time strings, though a parser may read them as Unix times.
+        "since=0.5",
+        "since=0",
+        "since=1767225600",
+        "since=2h",  # a duration: the CLI takes one, the API does not
+        "since=2026-01-01T00:00Z",  # RFC 3339 wants seconds
+        "since=2026-01-01%2000:00:00Z",
         "limit=0",
         "x=1",
     ],
@@ -99,6 +109,20 @@ async def test_bad_delivery_queries_are_422(client: Client, query: str) -> None:
     response = await client.get(f"/deliveries?{query}")
     assert response.status == 422
     assert response.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2026-01-01T00:00:00Z",
+        "2026-01-01t00:00:00z",
+        "2026-01-01T00:00:00.5Z",
+        "2026-01-01T02:00:00.123456%2B02:00",
+        "2026-01-01T00:00:00-00:30",
+    ],
+)
+async def test_rfc3339_moments_are_accepted(client: Client, moment: str) -> None:
+    assert (await client.get(f"/deliveries?since={moment}")).status == 200
 
 
 async def test_stats_counts_and_health(client: Client, dba: Conn) -> None:
@@ -198,6 +222,11 @@ async def test_replay_a_range_new_and_again(client: Client, dba: Conn) -> None:
         {"since": "yesterday"},
         {"since": "2026-01-01T00:00:00"},
         {"since": "9999-12-31T23:59:59-23:59"},
+        {"since": 0},
+        {"since": 1767225600.5},
+        {"since": "0"},
+        {"since": "2026-01-01T00:00:00Z", "until": 0},
+        {"since": "2026-01-01T00:00:00Z", "until": "1767225600"},
         {"since": "2026-01-01T00:00:00Z", "again": "yes"},
         {"since": "2026-01-01T00:00:00Z", "extra": 1},
     ],
@@ -207,11 +236,33 @@ async def test_bad_replay_and_recover_bodies_are_422(
 ) -> None:
     sub = subscription(dba)
     for action in ("replay", "recover"):
-        if action == "recover" and "again" in body:
+        if action == "recover" and ("again" in body or "until" in body):
             continue
         response = await client.post(f"/subscriptions/{sub}/{action}", json=body)
         assert response.status == 422, (action, await response.text())
         assert response.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        ("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),  # empty: nothing could be meant
+        ("2026-01-01T01:00:00+02:00", "2026-01-01T00:00:00+01:00"),  # the same moment
+    ],
+)
+async def test_replay_range_must_end_after_it_starts(
+    client: Client, dba: Conn, since: str, until: str
+) -> None:
+    sub = subscription(dba)
+    response = await client.post(
+        f"/subscriptions/{sub}/replay", json={"since": since, "until": until}
+    )
+    assert response.status == 422, await response.text()
+    assert response.content_type == "application/problem+json"
+    [error] = (await response.json())["errors"]
+    assert error["field"] == "until"
+    assert "later than since" in error["message"]
 
 
 async def test_recover_and_replay_of_unknown_subscription_are_404(client: Client) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+
+from notifier.subscriptions.filters import OPERATORS
 
 Client = TestClient[Any, Any]
 
@@ -58,3 +61,34 @@ async def test_invalid_conditions_are_422_naming_them(
     problem = await response.json()
     assert problem["errors"][0]["field"].startswith("filter.0")
     assert message in problem["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "field", ["", "amount", "metadata.tier", "_x.y_2", "a b", "1abc", "a.", ".a", "a..b", "a-b"]
+)
+async def test_the_document_says_which_filter_fields_the_server_takes(
+    client: Client, field: str
+) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    schema = document["components"]["schemas"]["FilterObject"]["properties"]
+    documented = re.search(schema["field"]["pattern"], field) is not None
+    response = await client.post(
+        "/subscriptions",
+        json={
+            "url": "https://example.com/hook",
+            "filter": [{"field": field, "op": "=", "value": 1}],
+        },
+    )
+    assert response.status == (201 if documented else 422), await response.text()
+    assert schema["op"]["enum"] == list(OPERATORS)
+
+
+async def test_a_field_with_a_trailing_newline_is_refused(client: Client) -> None:
+    response = await client.post(
+        "/subscriptions",
+        json={
+            "url": "https://example.com/hook",
+            "filter": [{"field": "amount\n", "op": "=", "value": 1}],
+        },
+    )
+    assert response.status == 422, await response.text()

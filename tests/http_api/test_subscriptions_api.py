@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -10,8 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from notifier.settings import Settings
-from notifier.subscriptions import generate_secret, validate_secret
+from notifier.subscriptions.store import generate_secret, validate_secret
 from tests.http_api.conftest import AUTH
+from tests.support import IPV6_FORMS_OF_PRIVATE_TARGETS
 
 Client = TestClient[Any, Any]
 
@@ -24,6 +26,18 @@ async def _create(client: Client, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = await response.json()
     assert response.headers["Location"] == f"/subscriptions/{body['id']}"
     return body
+
+
+async def test_timestamps_have_the_contract_form_like_every_other_answer(
+    client: Client, dba: psycopg.Connection[Any]
+) -> None:
+    created = await _create(client)
+    dba.execute("UPDATE notifier.subscriptions SET created_at = '2026-11-21 22:00:00+02'")
+    response = await client.get(f"/subscriptions/{created['id']}")
+    shown = await response.json()
+    # UTC, microseconds even when they are zero, Z: as events, deliveries and the ledger.
+    assert shown["created_at"] == "2026-11-21T20:00:00.000000Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", created["updated_at"])
 
 
 async def test_create_returns_the_generated_secret_once(client: Client) -> None:
@@ -203,6 +217,7 @@ async def test_unknown_subscription_is_404(client: Client, path: str) -> None:
         "http://169.254.169.254/latest/meta-data",
         "https://10.1.2.3/hook",
         "http://[::1]/hook",
+        *IPV6_FORMS_OF_PRIVATE_TARGETS,
     ],
 )
 async def test_private_targets_are_refused_unless_allowed(
@@ -210,14 +225,15 @@ async def test_private_targets_are_refused_unless_allowed(
 ) -> None:
     strict = api_settings.model_copy(update={"allow_private_targets": False})
     async with TestClient(TestServer(create_app(strict)), headers=AUTH) as client:
-        response = await client.post("/subscriptions", json={"url": url})
-        assert response.status == 422
-        errors = (await response.json())["errors"]
-        assert [error["field"] for error in errors] == ["url"]
-        assert "not a public address" in errors[0]["message"]
+        created = await client.post("/subscriptions", json={"url": url})
         public = await _create(client, url="https://93.184.216.34/hook")
-        response = await client.patch(f"/subscriptions/{public['id']}", json={"url": url})
-        assert response.status == 422
+        patched = await client.patch(f"/subscriptions/{public['id']}", json={"url": url})
+        for response in (created, patched):
+            assert response.status == 422
+            assert response.content_type == "application/problem+json"
+            [error] = (await response.json())["errors"]
+            assert error["field"] == "url"
+            assert "not a public address" in error["message"]
     stored = dba.execute("SELECT url FROM notifier.subscriptions").fetchall()
     assert stored == [("https://93.184.216.34/hook",)]
 
