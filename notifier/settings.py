@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=2.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     allow_private_targets: bool = False
+    # The CloudEvents ``source`` of every event (``ce_source`` on brokers, ``source`` in
+    # the cloudevents format): a URI-reference naming this ledger.
+    event_source: str = Field(default="notifier", min_length=1, pattern=r"^\S+$")
 
     # Operations: endpoint health, stall detection, retention.
     disable_after_failing: Duration = "5d"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import asyncpg
 
 from notifier.devtools.daemon_process import DaemonProcess
 from notifier.devtools.embedded_pg import free_port as free_port  # one definition, re-exported
@@ -43,3 +46,23 @@ def start(daemons: list[Daemon], database_url: str, tmp_path: Path, **settings: 
     daemon = Daemon(database_url, tmp_path / f"daemon-{len(daemons)}.log", **settings)
     daemons.append(daemon)
     return daemon
+
+
+async def write_events(database_url: str, count: int, *, chunk: int, pause: float) -> None:
+    """``count`` top-ups, ``chunk`` per transaction, with ``pause`` seconds between."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        account_id = await conn.fetchval(
+            "INSERT INTO accounts (currency) VALUES ('USD') RETURNING id"
+        )
+        for start_at in range(0, count, chunk):
+            await conn.execute(
+                "INSERT INTO transactions (account_id, kind, amount) "
+                "SELECT $1, 'top_up', n FROM generate_series($2::int, $3::int) n",
+                account_id,
+                start_at + 1,
+                min(start_at + chunk, count),
+            )
+            await asyncio.sleep(pause)
+    finally:
+        await conn.close()

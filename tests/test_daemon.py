@@ -18,7 +18,7 @@ from notifier.subscriptions.store import SubscriptionStore
 from tests.support import Daemon, start
 
 Conn = psycopg.Connection[tuple[object, ...]]
-SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded"}'
+SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded",sink="webhook"}'
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 METADATA = {"note": "caf\u00e9", "at": "2026-11-21T20:00:00.12+00:00"}
 
@@ -78,8 +78,8 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
         await wait_until(lambda: _succeeded_at_least(daemon, 8), what="metrics")
         async with http.get(f"{health}/metrics") as response:
             text = await response.text()
-    assert "notifier_attempt_duration_seconds_count 8.0" in text
-    assert "notifier_delivery_latency_seconds_count 8.0" in text
+    assert 'notifier_attempt_duration_seconds_count{sink="webhook"} 8.0' in text
+    assert 'notifier_delivery_latency_seconds_count{sink="webhook"} 8.0' in text
     assert "notifier_backlog " in text
     assert "notifier_oldest_pending_age_seconds " in text
     assert await daemon.terminate() == 0

@@ -16,31 +16,11 @@ import pytest
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver, always
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, start
+from tests.support import Daemon, start, write_events
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
 pytestmark = pytest.mark.slow
-
-
-async def write_events(database_url: str, count: int, *, chunk: int, pause: float) -> None:
-    """``count`` top-ups, ``chunk`` per transaction, with ``pause`` seconds between."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        account_id = await conn.fetchval(
-            "INSERT INTO accounts (currency) VALUES ('USD') RETURNING id"
-        )
-        for start_at in range(0, count, chunk):
-            await conn.execute(
-                "INSERT INTO transactions (account_id, kind, amount) "
-                "SELECT $1, 'top_up', n FROM generate_series($2::int, $3::int) n",
-                account_id,
-                start_at + 1,
-                min(start_at + chunk, count),
-            )
-            await asyncio.sleep(pause)
-    finally:
-        await conn.close()
 
 
 async def statuses(pool: asyncpg.Pool) -> dict[str, int]:

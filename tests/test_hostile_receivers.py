@@ -24,6 +24,7 @@ from notifier.engine.retry import RetryPolicy
 from notifier.engine.store import Outbox
 from notifier.sinks import http as delivery
 from notifier.sinks.http import WebhookSink
+from notifier.sinks.registry import SinkOptions
 from notifier.subscriptions.store import SubscriptionStore
 from tests.support import Daemon, start
 
@@ -164,7 +165,7 @@ async def test_a_settlement_the_database_refuses_holds_up_nothing(
             [account.fetchone()[0]],  # type: ignore[index]
         )
         outbox = Outbox(pool, lease_seconds=30)
-        sink = WebhookSink(timeout_seconds=2, max_connections=8, allow_private=True)
+        sink = WebhookSink(SinkOptions(timeout_seconds=2, max_connections=8, allow_private=True))
         try:
             dispatcher = Dispatcher(
                 outbox,

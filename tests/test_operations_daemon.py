@@ -20,8 +20,8 @@ from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver, always
 from notifier.settings import Settings
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, start
-from tests.test_daemon_faults import statuses, write_events
+from tests.support import Daemon, start, write_events
+from tests.test_daemon_faults import statuses
 
 pytestmark = pytest.mark.slow
 

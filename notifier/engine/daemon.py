@@ -24,7 +24,7 @@ from notifier.observability import metrics
 from notifier.observability.health import HealthServer
 from notifier.observability.logging import get_logger
 from notifier.settings import Settings
-from notifier.sinks.http import WebhookSink
+from notifier.sinks.registry import SinkOptions, Sinks
 
 log = get_logger("notifier.daemon")
 
@@ -131,10 +131,13 @@ async def run_daemon(settings: Settings) -> int:
     pool = await create_pool(
         settings.database_url, min_size=0, max_size=6, server_settings=DAEMON_SESSION
     )
-    sink = WebhookSink(
-        timeout_seconds=settings.request_timeout_seconds,
-        max_connections=settings.max_in_flight,
-        allow_private=settings.allow_private_targets,
+    sink = Sinks(
+        SinkOptions(
+            timeout_seconds=settings.request_timeout_seconds,
+            max_connections=settings.max_in_flight,
+            allow_private=settings.allow_private_targets,
+            source=settings.event_source,
+        )
     )
     outbox = Outbox(pool, settings.lease_seconds)
     dispatcher = Dispatcher(

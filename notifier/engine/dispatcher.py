@@ -14,6 +14,7 @@ from notifier.envelope import Envelope
 from notifier.observability import metrics
 from notifier.observability.logging import get_logger
 from notifier.sinks.base import Outcome, Result, Sink, crashed
+from notifier.sinks.registry import label
 from notifier.statuses import SettledStatus
 
 log = get_logger("notifier.dispatch")
@@ -95,7 +96,7 @@ class Dispatcher:
                 envelope = Envelope.of(
                     item.event_uid, item.event_type, item.event_created_at, item.data, item.previous
                 )
-                outcome = await self._sink.deliver(item.target, item.secrets, envelope)
+                outcome = await self._sink.deliver(item.destination, envelope)
             except Exception as exc:
                 # A failed attempt whatever a receiver sends: a delivery whose task died
                 # would be held, its lease extended, and never sent again.
@@ -105,23 +106,25 @@ class Dispatcher:
 
     async def _record(self, item: Claimed, outcome: Outcome) -> None:
         duration_ms = outcome.duration * 1000
-        metrics.ATTEMPT_DURATION.observe(outcome.duration)
+        sink = label(item.target)
+        metrics.ATTEMPT_DURATION.labels(sink).observe(outcome.duration)
         retry_in = 0.0
         status: SettledStatus
         if outcome.result is Result.SUCCEEDED:
-            status, label = "succeeded", "succeeded"
+            status, outcome_label = "succeeded", "succeeded"
             latency = (datetime.now(UTC) - item.event_created_at).total_seconds()
-            metrics.DELIVERY_LATENCY.observe(max(latency, 0.0))
+            metrics.DELIVERY_LATENCY.labels(sink).observe(max(latency, 0.0))
         else:
             delay = self._policy.next_delay(item.schedule_attempt, outcome.retry_after)
             status = "dead" if delay is None else "pending"
-            label = "gone" if outcome.disable else ("dead" if delay is None else "failed")
+            outcome_label = "gone" if outcome.disable else ("dead" if delay is None else "failed")
             retry_in = delay or 0.0
-        metrics.DELIVERIES.labels(label).inc()
+        metrics.DELIVERIES.labels(sink, outcome_label).inc()
         fields = {
             "event_id": str(item.event_uid),
             "delivery_id": item.delivery_id,
             "subscription_id": item.subscription_id,
+            "sink": sink,
             "attempt": item.attempt,
             "status": outcome.code if outcome.error is None else outcome.error,
             "duration_ms": round(duration_ms, 2),

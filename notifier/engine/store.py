@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -14,6 +15,7 @@ import asyncpg
 
 from notifier.db.errors import is_retryable
 from notifier.db.pool import load_queries
+from notifier.sinks.base import Destination
 from notifier.statuses import SettledStatus
 
 if TYPE_CHECKING:
@@ -33,9 +35,12 @@ class Claimed:
     event_created_at: datetime
     data: str  # JSON text: the stored row, its timestamps in the contract's form
     previous: str | None
-    target: str  # where the sink sends it: a URL whose scheme names the sink
-    secrets: tuple[str, ...]  # current secret first, then one being rotated out
+    destination: Destination
     max_in_flight: int | None
+
+    @property
+    def target(self) -> str:
+        return self.destination.target
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +98,9 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         event_created_at=row["event_created_at"],
         data=row["data"],
         previous=row["previous"],
-        target=row["target"],
-        secrets=secrets,
+        destination=Destination(
+            row["target"], secrets, tuple(json.loads(row["headers"]).items()), row["format"]
+        ),
         max_in_flight=row["max_in_flight"],
     )
 

@@ -6,17 +6,20 @@ from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
     "notifier_deliveries",
-    "Delivery attempts by outcome: succeeded, failed (will retry), dead, gone (410).",
-    ["outcome"],
+    "Delivery attempts by kind of destination (webhook, rabbitmq, kafka, nats) and outcome: "
+    "succeeded, failed (will retry), dead, gone (410).",
+    ["sink", "outcome"],
 )
 ATTEMPT_DURATION = Histogram(
     "notifier_attempt_duration_seconds",
-    "Duration of one HTTP delivery attempt.",
+    "Duration of one delivery attempt, by kind of destination.",
+    ["sink"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 DELIVERY_LATENCY = Histogram(
     "notifier_delivery_latency_seconds",
-    "From the event's capture (its commit) to its successful delivery.",
+    "From the event's capture (its commit) to its successful delivery, by kind of destination.",
+    ["sink"],
     buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 86400),
 )
 BACKLOG = Gauge("notifier_backlog", "Events not yet fanned out plus deliveries not yet done.")

@@ -15,7 +15,9 @@ import aiohttp
 
 from notifier import __version__
 from notifier.envelope import Envelope
-from notifier.sinks.base import Outcome, Result
+from notifier.sinks.base import Attempt, Destination, Outcome, Result
+from notifier.sinks.message import CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, structured
+from notifier.sinks.registry import SinkOptions
 from notifier.sinks.signing import signature_header
 from notifier.sinks.ssrf import GuardedResolver, UnsafeTarget, check_literal
 
@@ -50,31 +52,51 @@ def snippet_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-def event_headers(envelope: Envelope, secrets: tuple[str, ...], now: float) -> dict[str, str]:
+def event_headers(
+    msg_id: str, body: bytes, secrets: tuple[str, ...], now: float, content_type: str = CONTENT_TYPE
+) -> dict[str, str]:
     """Standard Webhooks headers, signed with every secret that is currently valid."""
-    msg_id = str(envelope.id)
     timestamp = int(now)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature_header(secrets, msg_id, timestamp, envelope.body),
-        "content-type": "application/json",
+        "webhook-signature": signature_header(secrets, msg_id, timestamp, body),
+        "content-type": content_type,
         "user-agent": USER_AGENT,
     }
+
+
+def request(
+    destination: Destination, envelope: Envelope, now: float, source: str
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one attempt: the subscription's own headers, then the
+    contract's (which the subscription cannot override)."""
+    if destination.format == "cloudevents":
+        body, content_type = structured(envelope, source), STRUCTURED_CONTENT_TYPE
+    else:
+        body, content_type = envelope.body, CONTENT_TYPE
+    headers = dict(destination.headers)
+    headers.update(event_headers(str(envelope.id), body, destination.secrets, now, content_type))
+    return body, headers
+
+
+def make(options: SinkOptions) -> WebhookSink:
+    return WebhookSink(options)
 
 
 class WebhookSink:
     """Delivers to ``http(s)://`` targets over one shared connection pool."""
 
-    def __init__(
-        self, *, timeout_seconds: float, max_connections: int, allow_private: bool = False
-    ) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._allow_private = allow_private
+    def __init__(self, options: SinkOptions) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=options.timeout_seconds)
+        self._allow_private = options.allow_private
+        self._source = options.source
         # The SSRF guard at connect time: DNS answers may have changed since the
         # subscription was created. IP literals bypass resolvers; each attempt checks them.
-        resolver = None if allow_private else GuardedResolver()
-        connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, resolver=resolver)
+        resolver = None if options.allow_private else GuardedResolver()
+        connector = aiohttp.TCPConnector(
+            limit=options.max_connections, limit_per_host=0, resolver=resolver
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar()
         )
@@ -82,23 +104,19 @@ class WebhookSink:
     async def close(self) -> None:
         await self._session.close()
 
-    async def deliver(self, target: str, secrets: tuple[str, ...], envelope: Envelope) -> Outcome:
+    async def deliver(self, destination: Destination, envelope: Envelope) -> Outcome:
         """POST the event once; never raises for a failed attempt, it classifies it."""
-        wall = time.time()
-        started_at = datetime.fromtimestamp(wall, UTC)
-        start = time.perf_counter()
-        headers = event_headers(envelope, secrets, wall)
-
-        def failed(result: Result, error: str) -> Outcome:
-            duration = time.perf_counter() - start
-            return Outcome(result, result.value, error, started_at, duration, "")
+        attempt = Attempt()
+        target = destination.target
+        body, headers = request(destination, envelope, time.time(), self._source)
+        failed = attempt.failed
 
         try:
             if not self._allow_private:
                 check_literal(target)
             async with self._session.post(
                 target,
-                data=envelope.body,
+                data=body,
                 headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout,
@@ -111,19 +129,19 @@ class WebhookSink:
                         response.headers.get("Retry-After"), datetime.now(UTC)
                     )
         except UnsafeTarget as exc:
-            return failed(Result.REFUSED_TARGET, f"refused_target: {exc}")
+            return failed(Result.REFUSED_TARGET, str(exc))
         except TimeoutError:
-            return failed(Result.TIMEOUT, "timeout")
+            return failed(Result.TIMEOUT)
         except (aiohttp.ClientError, OSError) as exc:
-            return failed(Result.CONNECTION_ERROR, f"connection_error: {type(exc).__name__}")
+            return failed(Result.CONNECTION_ERROR, type(exc).__name__)
         ok = 200 <= status < 300
         code = f"http_{status}"
         return Outcome(
             Result.SUCCEEDED if ok else Result.REJECTED,
             code,
             None if ok else code,
-            started_at,
-            time.perf_counter() - start,
+            attempt.started_at,
+            attempt.duration,
             snippet_text(snippet),
             retry_after,
             disable=GONE_REASON if status == 410 else None,

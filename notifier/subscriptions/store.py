@@ -17,7 +17,10 @@ import asyncpg
 
 from notifier.db.pool import load_queries
 from notifier.envelope import optional_timestamp, timestamp
+from notifier.sinks import targets
+from notifier.sinks.registry import SCHEMES, WEBHOOK, kind_of
 from notifier.sinks.ssrf import UnsafeTarget, check_url
+from notifier.sinks.targets import MAX_URL_LENGTH, InvalidTarget
 from notifier.subscriptions.filters import Condition, from_stored
 from notifier.subscriptions.filters import validate as validate_filter
 
@@ -60,27 +63,39 @@ def validate_secret(secret: str) -> str:
 
 
 def validate_url(url: str) -> str:
-    """Check that a target URL is absolute http(s) with a host."""
+    """Check a target URL: its scheme names a destination, and the rest is that
+    destination's form (``notifier.sinks.targets``)."""
     # urlsplit silently drops tabs and newlines, so they are refused before it runs.
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise InvalidSubscription("url", "must not contain whitespace or control characters")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidSubscription("url", f"must be at most {MAX_URL_LENGTH} characters")
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in SCHEMES)
+        raise InvalidSubscription("url", f"must start with one of {schemes}")
+    if SCHEMES[scheme] is not WEBHOOK:
+        try:
+            return targets.validate(url)
+        except InvalidTarget as exc:
+            raise InvalidSubscription("url", str(exc)) from None
     try:
         parts = urlsplit(url)
         _ = parts.port
     except ValueError as exc:
         raise InvalidSubscription("url", f"not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise InvalidSubscription("url", "must be an http:// or https:// URL")
     if not parts.hostname:
         raise InvalidSubscription("url", "must name a host")
-    if len(url) > 2048:
-        raise InvalidSubscription("url", "must be at most 2048 characters")
     return url
 
 
 async def check_target(url: str, *, allow_private: bool) -> str:
-    """``validate_url``, then the SSRF guard: refuse hosts that are not public addresses."""
+    """``validate_url``, then, for a webhook, the SSRF guard: refuse hosts that are not
+    public addresses. Brokers name the operator's own infrastructure, usually on a
+    private network, so the guard does not apply to them."""
     validate_url(url)
+    if kind_of(url) is not WEBHOOK:
+        return url
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
             await check_url(url, allow_private=allow_private)

@@ -93,7 +93,7 @@ SELECT stats.fanned_events,
        notifier.contract_timestamps(c.previous, src.columns)::text AS previous,
        s.url AS target, s.secret,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
-       s.max_in_flight
+       s.max_in_flight, s.headers::text AS headers, s.format
   FROM (SELECT count(*) AS fanned_events FROM queued) AS stats
   LEFT JOIN claimed_events c ON true
   LEFT JOIN sources src ON src.table_schema = c.table_schema AND src.table_name = c.table_name

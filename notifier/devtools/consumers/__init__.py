@@ -1,0 +1,1 @@
+"""Read a broker destination back: one module per broker, each with ``consume``."""
