@@ -6,7 +6,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +24,8 @@ from pydantic import (
 
 from api.currencies import ISO_4217_CODES
 from notifier.ops.operator import check_replay_range
+from notifier.sinks.registry import SCHEMES
+from notifier.sinks.targets import MAX_URL_LENGTH
 from notifier.statuses import DeliveryStatus
 from notifier.subscriptions.filters import (
     FIELD_REGEX,
@@ -36,7 +38,10 @@ from notifier.subscriptions.filters import (
 )
 from notifier.subscriptions.store import (
     EVENT_TYPE_REGEX,
+    HEADER_NAME_REGEX,
+    MAX_HEADERS,
     validate_event_types,
+    validate_headers,
     validate_secret,
     validate_url,
 )
@@ -106,7 +111,12 @@ Metadata = Annotated[
 ]
 Url = Annotated[
     StrictStr,
-    Field(max_length=2048, json_schema_extra={"format": "uri", "pattern": "^https?://"}),
+    Field(
+        max_length=MAX_URL_LENGTH,
+        json_schema_extra={"format": "uri", "pattern": f"^(?i:{'|'.join(SCHEMES)})://"},
+        description="Where events go; the scheme picks the destination: http(s) (a "
+        "webhook), amqp(s) (RabbitMQ), kafka, nats (JetStream).",
+    ),
     AfterValidator(_clean_text),
     AfterValidator(validate_url),
 ]
@@ -129,6 +139,19 @@ Secret = Annotated[
     AfterValidator(validate_secret),
 ]
 MaxInFlight = Annotated[int, Field(strict=True, ge=1, le=1000)]
+Headers = Annotated[
+    dict[Annotated[StrictStr, Field(pattern=HEADER_NAME_REGEX)], StrictStr],
+    Field(
+        max_length=MAX_HEADERS,
+        description="HTTP headers sent with every delivery (webhooks only); the values "
+        "are secrets, shown masked from then on.",
+    ),
+    AfterValidator(validate_headers),
+]
+Format = Annotated[
+    Literal["standard-webhooks", "cloudevents"],
+    Field(description="The webhook body: the event (default) or a CloudEvent (structured)."),
+]
 
 
 class FilterObject(BaseModel):
@@ -207,6 +230,8 @@ class SubscriptionCreate(_Body):
     enabled: StrictBool = True
     max_in_flight: MaxInFlight | None = None
     filter: Filter = Field(default_factory=list, description="Row-value conditions; all must hold.")
+    headers: Headers = Field(default_factory=dict)
+    format: Format = "standard-webhooks"
 
 
 class SubscriptionUpdate(_Body):
@@ -224,6 +249,10 @@ class SubscriptionUpdate(_Body):
     filter: Filter | None = Field(
         default=None, description="Replace the row-value conditions; [] removes them."
     )
+    headers: Headers | None = Field(
+        default=None, description="Replace the headers; {} removes them."
+    )
+    format: Format | None = None
 
 
 class _Query(BaseModel):

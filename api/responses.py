@@ -79,10 +79,14 @@ class Subscription(_Response):
     """A delivery target, without its secret."""
 
     id: Id
-    url: str
+    url: str = Field(description="Credentials in it are masked: amqp://user:***@host/...")
     description: str
     event_types: Annotated[list[str], Field(min_length=1)]
     filter: list[FilterObject]
+    headers: dict[str, Literal["***"]] = Field(
+        description="The subscription's own HTTP headers; their values are never shown."
+    )
+    format: Literal["standard-webhooks", "cloudevents"]
     enabled: bool
     disabled_reason: str | None
     disabled_at: Timestamp | None

@@ -573,12 +573,29 @@ CREATE TABLE notifier.subscriptions (
     last_failure_at timestamp with time zone,
     failing_since timestamp with time zone,
     consecutive_failures integer DEFAULT 0 NOT NULL,
+    headers jsonb DEFAULT '{}'::jsonb NOT NULL,
+    format text DEFAULT 'standard-webhooks'::text NOT NULL,
     CONSTRAINT subscriptions_event_types_not_empty CHECK ((cardinality(event_types) > 0)),
     CONSTRAINT subscriptions_filter_array CHECK ((jsonb_typeof(filter) = 'array'::text)),
+    CONSTRAINT subscriptions_format CHECK ((format = ANY (ARRAY['standard-webhooks'::text, 'cloudevents'::text]))),
+    CONSTRAINT subscriptions_headers_object CHECK ((jsonb_typeof(headers) = 'object'::text)),
+    CONSTRAINT subscriptions_http_extras CHECK (((url ~* '^https?://'::text) OR ((headers = '{}'::jsonb) AND (format = 'standard-webhooks'::text)))),
     CONSTRAINT subscriptions_max_in_flight CHECK ((max_in_flight > 0)),
     CONSTRAINT subscriptions_secret_format CHECK ((secret ~ '^whsec_'::text)),
-    CONSTRAINT subscriptions_url_scheme CHECK ((url ~* '^https?://'::text))
+    CONSTRAINT subscriptions_url_scheme CHECK ((url ~* '^(https?|amqps?|kafka|nats)://'::text))
 );
+
+--
+-- Name: COLUMN subscriptions.headers; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.subscriptions.headers IS 'Extra HTTP headers sent with every delivery (name: value); the values are secrets.';
+
+--
+-- Name: COLUMN subscriptions.format; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.subscriptions.format IS 'standard-webhooks (the event as the body) or cloudevents (structured mode, HTTP only).';
 
 --
 -- Name: subscriptions_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -

@@ -93,7 +93,7 @@ def test_subscription_commands(database_url: str) -> None:
     )
     bad = notifier(database_url, "subscriptions", "add", "ftp://example.com")
     assert bad.returncode == 1
-    assert "url: must be an http:// or https:// URL" in bad.stderr
+    assert "url: must start with one of http://, https://, amqp://" in bad.stderr
 
 
 async def test_demo_receiver_verifies_and_prints_events(database_url: str, tmp_path: Path) -> None:

@@ -41,9 +41,17 @@ def test_only_the_http_sink_the_health_server_and_the_dev_tools_use_aiohttp() ->
 
 
 def test_the_engine_reaches_destinations_only_through_the_sink_protocol() -> None:
-    sinks = {m for m in _importers("notifier.sinks.http") if m.startswith("notifier/engine/")}
-    # The daemon wires the webhook sink in; nothing else in the engine names it.
-    assert sinks == {"notifier/engine/daemon.py"}
+    for sink in ("http", "amqp", "kafka", "nats"):
+        importers = _importers(f"notifier.sinks.{sink}")
+        assert not {m for m in importers if m.startswith("notifier/engine/")}, sink
+
+
+def test_each_broker_library_is_imported_by_its_sink_and_its_consumer_alone() -> None:
+    # They are optional extras: anything else importing one would need it installed.
+    for library, kind in (("aio_pika", "rabbitmq"), ("aiokafka", "kafka"), ("nats", "nats")):
+        sink = {"rabbitmq": "amqp"}.get(kind, kind)
+        allowed = {f"notifier/sinks/{sink}.py", f"notifier/devtools/consumers/{kind}.py"}
+        assert _importers(library) <= allowed, library
 
 
 def test_the_delivery_statuses_are_the_tables(dba: psycopg.Connection[Any]) -> None:

@@ -18,8 +18,11 @@ from notifier.subscriptions.store import Subscription as StoredSubscription
 
 def _as_response(subscription: StoredSubscription, *, with_secret: bool = False) -> Subscription:
     """The public fields; the secret only right after it was set."""
-    model = SubscriptionWithSecret if with_secret else Subscription
-    return model.model_validate(subscription, from_attributes=True)
+    if with_secret:
+        return SubscriptionWithSecret.model_validate(
+            {**subscription.as_dict(), "secret": subscription.secret}
+        )
+    return Subscription.model_validate(subscription.as_dict())
 
 
 def _invalid(exc: InvalidSubscription) -> Problem:
@@ -47,6 +50,8 @@ async def create_subscription(request: web.Request) -> web.Response:
             max_in_flight=body.max_in_flight,
             enabled=body.enabled,
             filter=[condition_of(item) for item in body.filter],
+            headers=body.headers,
+            format=body.format,
         )
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
@@ -86,6 +91,8 @@ async def update_subscription(request: web.Request) -> web.Response:
         "event_types": body.event_types,
         "enabled": body.enabled,
         "filter": None if body.filter is None else [condition_of(i) for i in body.filter],
+        "headers": body.headers,
+        "format": body.format,
     }
     if "max_in_flight" in body.model_fields_set:  # null clears it; absent keeps it
         changes["max_in_flight"] = body.max_in_flight

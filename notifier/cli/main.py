@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import traceback
@@ -34,7 +35,13 @@ from notifier.observability.healthcheck import health_url, probe
 from notifier.observability.logging import configure_logging, get_logger
 from notifier.observability.redaction import redact_text
 from notifier.settings import Settings, SettingsError, load_settings
-from notifier.subscriptions.store import InvalidSubscription, SubscriptionStore, validate_secret
+from notifier.sinks.registry import WEBHOOK, MissingExtra, kind_of, require
+from notifier.subscriptions.store import (
+    InvalidSubscription,
+    SubscriptionStore,
+    validate_secret,
+    validate_url,
+)
 
 
 def _seconds(text: str) -> float:
@@ -107,8 +114,27 @@ def _run_dev(args: argparse.Namespace, settings: Settings) -> int:
         daemon_port=args.daemon_port if args.daemon_port is not None else settings.daemon_port,
         receiver_port=args.receiver_port,
         db_port=args.db_port,
+        sink=_dev_sink(args.sink),
     )
     return run_dev(settings, options)
+
+
+def _dev_sink(url: str | None) -> str | None:
+    """The broker URL of ``dev --sink``, checked before anything starts."""
+    if url is None:
+        return None
+    url = _secret_url(url, "--sink")
+    try:
+        validate_url(url)
+        kind = kind_of(url)
+        if kind is WEBHOOK:
+            raise CliError("--sink: takes a broker URL (amqp://, kafka://, nats://)")
+        require(kind)
+    except InvalidSubscription as exc:
+        raise CliError(f"--sink: {exc.message}") from None
+    except MissingExtra as exc:
+        raise CliError(f"--sink: {exc}") from None
+    return url
 
 
 def _run_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
@@ -175,6 +201,17 @@ def _run_receiver(args: argparse.Namespace, _settings: Settings) -> int:
     return 0
 
 
+def _run_consume(args: argparse.Namespace, _settings: Settings) -> int:
+    from notifier.devtools.consume import ConsumeError, print_messages
+
+    url = _secret_url(args.url, "url")
+    try:
+        asyncio.run(print_messages(url, count=args.count, seconds=args.seconds))
+    except ConsumeError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 # The options of `subscriptions add` that the fields of SubscriptionCreate come from.
 _ADD_OPTIONS = {
     "event_types": "--event-type",
@@ -182,7 +219,48 @@ _ADD_OPTIONS = {
     "description": "--description",
     "secret": "--secret",
     "max_in_flight": "--max-in-flight",
+    "headers": "--headers-file",
+    "format": "--format",
 }
+
+
+def _read_text(source: str, what: str) -> str:
+    """``source``'s text: standard input for ``-``, else the file it names."""
+    try:
+        return sys.stdin.read() if source == "-" else Path(source).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{what}: cannot read {source}: {exc.__class__.__name__}") from None
+
+
+# How a URL with credentials is given without showing it in the process list.
+URL_SOURCES_HELP = "'-' reads it from standard input, 'env:NAME' from the variable NAME"
+
+
+def _secret_url(value: str, what: str) -> str:
+    """A URL argument, or the URL it points to: ``-`` (standard input) or ``env:NAME``,
+    which keep credentials in it off the command line, where ps shows them."""
+    if value == "-":
+        return _read_text("-", what).strip()
+    if value.startswith("env:"):
+        name = value.removeprefix("env:")
+        if not os.environ.get(name):
+            raise CliError(f"{what}: the environment variable {name} is not set")
+        return os.environ[name].strip()
+    return value
+
+
+def _headers(source: str | None) -> dict[str, Any]:
+    if source is None:
+        return {}
+    try:
+        headers = json.loads(_read_text(source, "--headers-file"))
+    except ValueError:
+        raise CliError(
+            "--headers-file: must hold a JSON object of header names and values"
+        ) from None
+    if not isinstance(headers, dict):
+        raise CliError("--headers-file: must hold a JSON object of header names and values")
+    return headers
 
 
 def _refusal(exc: ValidationError) -> CliError:
@@ -197,12 +275,17 @@ def _refusal(exc: ValidationError) -> CliError:
 
 def _add_request(args: argparse.Namespace) -> SubscriptionCreate:
     """What `subscriptions add` asks for, checked as the API checks POST /subscriptions."""
+    if args.url == "-" and args.headers_file == "-":
+        raise CliError("url and --headers-file cannot both be read from standard input")
+    args.url = _secret_url(args.url, "url")
     fields: dict[str, Any] = {
         "url": args.url,
         "description": args.description,
         "secret": args.secret,
         "max_in_flight": args.max_in_flight,
         "filter": args.filters or [],
+        "headers": _headers(args.headers_file),
+        "format": args.format,
     }
     if args.event_types:
         fields["event_types"] = args.event_types
@@ -229,6 +312,8 @@ async def _add(args: argparse.Namespace, conn: asyncpg.Connection, settings: Set
         secret=request.secret,
         max_in_flight=request.max_in_flight,
         filter=[condition_of(item) for item in request.filter],
+        headers=request.headers,
+        format=request.format,
     )
     # The secret is shown once, here, so the receiver can be configured with it.
     print_json({**sub.as_dict(), "secret": sub.secret})
@@ -265,7 +350,11 @@ def _add_subscription_commands(commands: Any) -> None:
     cmd = commands.add_parser("subscriptions", help="manage delivery targets")
     actions = cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="add a subscription; prints it with its secret")
-    add.add_argument("url")
+    add.add_argument(
+        "url",
+        help="http(s)://, amqp(s)://, kafka:// or nats:// (see the README); "
+        f"{URL_SOURCES_HELP}, which keeps credentials in it out of the process list",
+    )
     add.add_argument(
         "--event-type",
         dest="event_types",
@@ -282,6 +371,18 @@ def _add_subscription_commands(commands: Any) -> None:
     add.add_argument("--description", default="")
     add.add_argument("--secret", help="whsec_<base64> signing secret (default: generated)")
     add.add_argument("--max-in-flight", type=int, help="concurrent requests to this endpoint")
+    add.add_argument(
+        "--headers-file",
+        metavar="FILE",
+        help="webhooks: a JSON object of HTTP headers to send with every delivery ('-' for "
+        "standard input); the values are secrets, never shown again",
+    )
+    add.add_argument(
+        "--format",
+        choices=["standard-webhooks", "cloudevents"],
+        default="standard-webhooks",
+        help="webhooks: the body is the event (default) or a CloudEvent in structured mode",
+    )
     add.add_argument(
         "--if-absent",
         action="store_true",
@@ -360,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="the embedded PostgreSQL's port on 127.0.0.1 (default: any free port)",
     )
+    cmd.add_argument(
+        "--sink",
+        metavar="URL",
+        help="subscribe this broker (amqp://, kafka://, nats://) instead of the demo "
+        f"receiver, and print what arrives there; {URL_SOURCES_HELP}",
+    )
     cmd.set_defaults(handler=_run_dev)
 
     cmd = commands.add_parser(
@@ -374,6 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_subscription_commands(commands)
     add_operator_commands(commands)
     _add_bench_command(commands)
+
+    cmd = commands.add_parser(
+        "consume", help="print what arrives on a broker destination, one JSON line a message"
+    )
+    cmd.add_argument(
+        "url", help="a subscription's amqp(s)://, kafka:// or nats:// URL; '-' reads stdin"
+    )
+    cmd.add_argument("--count", type=positive_int, help="stop after this many messages")
+    cmd.add_argument("--seconds", type=float, help="stop after this long")
+    cmd.set_defaults(handler=_run_consume)
 
     cmd = commands.add_parser("receiver", help="demo endpoint: verify signatures, print events")
     cmd.add_argument("--host", default="127.0.0.1")

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from notifier.sinks.registry import WEBHOOK, kind_of, require
+from notifier.observability.redaction import redact_urls_in
+from notifier.sinks.registry import WEBHOOK, MissingExtra, kind_of, require
+from notifier.sinks.targets import masked
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +53,40 @@ def consumer(url: str) -> Consumer:
     module = importlib.import_module(f"notifier.devtools.consumers.{kind.name}")
     found: Consumer = module.consume
     return found
+
+
+class ConsumeError(Exception):
+    """The broker could not be read: the message names it, without credentials."""
+
+
+async def print_messages(url: str, *, count: int | None, seconds: float | None) -> int:
+    """Print each message on ``url`` as a JSON line until ``count`` arrived, ``seconds``
+    passed, or SIGINT/SIGTERM; returns how many were printed."""
+    try:
+        read = consumer(url)
+    except (ValueError, MissingExtra) as exc:
+        raise ConsumeError(str(exc)) from None
+    printed = 0
+    ready, stop = asyncio.Event(), asyncio.Event()
+
+    def emit(message: Message) -> None:
+        nonlocal printed
+        if count is not None and printed >= count:
+            return
+        print(json.dumps(message.as_json()), flush=True)
+        printed += 1
+        if count is not None and printed >= count:
+            stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if seconds is not None:
+        loop.call_later(seconds, stop.set)
+    try:
+        await read(url, emit, ready, stop)
+    except Exception as exc:
+        detail = redact_urls_in(str(exc).strip())[:300]
+        shown = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise ConsumeError(f"cannot consume {masked(url)}: {shown}") from None
+    return printed

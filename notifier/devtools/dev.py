@@ -34,6 +34,7 @@ from notifier.devtools.receiver import SECRET_ENV
 from notifier.observability.healthcheck import probe
 from notifier.observability.redaction import redact_url
 from notifier.settings import Settings
+from notifier.sinks.targets import masked
 from notifier.subscriptions.store import SubscriptionStore
 
 RECEIVER_DESCRIPTION = "notifier dev: demo receiver"
@@ -52,6 +53,7 @@ class DevOptions:
     daemon_port: int
     receiver_port: int
     db_port: int = 0  # 0: any free port
+    sink: str | None = None  # a broker URL subscribed instead of the demo receiver
 
 
 @dataclass
@@ -106,15 +108,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
+def _spawn(name: str, args: list[str], env: dict[str, str], stdin: str | None = None) -> Child:
     # A session of its own: a terminal's Ctrl-C reaches only `notifier dev`, which
     # then stops the children in order instead of all of them racing.
     process = subprocess.Popen(
         [sys.executable, "-m", "notifier.cli", *args],
         env=env,
+        stdin=None if stdin is None else subprocess.PIPE,
         start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
+    if process.stdin is not None:
+        process.stdin.write(f"{stdin}\n".encode())
+        process.stdin.close()
     return Child(name, process)
 
 
@@ -162,6 +168,12 @@ def banner(options: DevOptions, database_url: str, database: str, token: str) ->
     shown = redact_url(database_url)
     target = f"'{database_url}'" if shown == database_url else '"$NOTIFIER_DATABASE_URL"'
     auth = f"-H 'Authorization: Bearer {token}' -H 'Content-Type: application/json'"
+    if options.sink is None:
+        destination = f"""receiver   http://127.0.0.1:{options.receiver_port}/  (subscribed to every event;
+             each event it receives is printed below as one JSON line)"""
+    else:
+        destination = f"""sink       {masked(options.sink)}  (subscribed to every event;
+             notifier consume prints each message below as one JSON line)"""
     return f"""
 notifier dev is running. Ctrl-C stops everything.
 
@@ -169,8 +181,7 @@ notifier dev is running. Ctrl-C stops everything.
              ({database})
   API        {api}    token: {token}
   daemon     http://127.0.0.1:{options.daemon_port}/readyz
-  receiver   http://127.0.0.1:{options.receiver_port}/  (subscribed to every event;
-             each event it receives is printed below as one JSON line)
+  {destination}
   metrics    {api}/metrics  http://127.0.0.1:{options.daemon_port}/metrics
 
 Try:
@@ -194,7 +205,7 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
     token = (
         settings.api_token.get_secret_value() if settings.api_token else secrets.token_urlsafe(18)
     )
-    receiver_url = f"http://127.0.0.1:{options.receiver_port}/"
+    receiver_url = options.sink or f"http://127.0.0.1:{options.receiver_port}/"
     with _database(settings, options) as (database_url, database):
         secret = asyncio.run(_prepare(database_url, receiver_url))
         env = {
@@ -208,25 +219,24 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
             "NOTIFIER_ALLOW_PRIVATE_TARGETS": "true",
             "NOTIFIER_LOG_FORMAT": os.environ.get("NOTIFIER_LOG_FORMAT", "console"),
         }
-        children = [
+        checks: dict[str, Callable[[], bool]] = {
+            "api": lambda: probe(f"http://127.0.0.1:{options.api_port}/healthz"),
+            "daemon": lambda: probe(f"http://127.0.0.1:{options.daemon_port}/healthz"),
+        }
+        if options.sink is None:
             # The secret goes in the receiver's environment: ps shows command lines.
-            _spawn(
+            first = _spawn(
                 "receiver",
                 ["receiver", "--port", str(options.receiver_port)],
                 {**env, SECRET_ENV: secret},
-            ),
-            _spawn("api", ["api"], env),
-            _spawn("daemon", ["run"], env),
-        ]
-        try:
-            _wait_ready(
-                children,
-                {
-                    "receiver": lambda: _port_open(options.receiver_port),
-                    "api": lambda: probe(f"http://127.0.0.1:{options.api_port}/healthz"),
-                    "daemon": lambda: probe(f"http://127.0.0.1:{options.daemon_port}/healthz"),
-                },
             )
+            checks["receiver"] = lambda: _port_open(options.receiver_port)
+        else:
+            # The URL goes on the consumer's standard input: it may carry credentials.
+            first = _spawn("consumer", ["consume", "-"], env, stdin=options.sink)
+        children = [first, _spawn("api", ["api"], env), _spawn("daemon", ["run"], env)]
+        try:
+            _wait_ready(children, checks)
             print(banner(options, database_url, database, token), flush=True)
             while not stop.wait(0.2):
                 for child in children:

@@ -17,10 +17,11 @@ import asyncpg
 
 from notifier.db.pool import load_queries
 from notifier.envelope import optional_timestamp, timestamp
+from notifier.observability.redaction import MASK
 from notifier.sinks import targets
 from notifier.sinks.registry import SCHEMES, WEBHOOK, kind_of
 from notifier.sinks.ssrf import UnsafeTarget, check_url
-from notifier.sinks.targets import MAX_URL_LENGTH, InvalidTarget
+from notifier.sinks.targets import MAX_URL_LENGTH, InvalidTarget, masked
 from notifier.subscriptions.filters import Condition, from_stored
 from notifier.subscriptions.filters import validate as validate_filter
 
@@ -31,6 +32,35 @@ EVENT_TYPE_REGEX = r"^(\*|[a-z][a-z0-9_]*\.(\*|created|updated|deleted))$"
 _EVENT_TYPE_PATTERN = re.compile(EVENT_TYPE_REGEX)
 
 RESOLVE_TIMEOUT_SECONDS = 5.0
+
+FORMATS = ("standard-webhooks", "cloudevents")
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 4096
+# An HTTP field name (RFC 9110's token), and a value of visible ASCII and inner spaces.
+HEADER_NAME_REGEX = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
+_HEADER_NAME = re.compile(HEADER_NAME_REGEX)
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+# Headers the contract sets, or that frame the request: a subscription cannot send its own.
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "user-agent",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
 
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -107,6 +137,46 @@ async def check_target(url: str, *, allow_private: bool) -> str:
     return url
 
 
+def validate_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Check a subscription's own HTTP headers: names, values, and none the contract sets."""
+    if len(headers) > MAX_HEADERS:
+        raise InvalidSubscription("headers", f"at most {MAX_HEADERS} headers")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidSubscription("headers", f"{name!r} is not an HTTP header name")
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS:
+            raise InvalidSubscription("headers", f"{name} is set by the notifier itself")
+        if lowered in seen:
+            raise InvalidSubscription("headers", f"{name} is given twice")
+        seen.add(lowered)
+        if len(value) > MAX_HEADER_VALUE or not _HEADER_VALUE.fullmatch(value):
+            # The value is a secret: never quoted back.
+            raise InvalidSubscription(
+                "headers",
+                f"the value of {name} must be 1 to {MAX_HEADER_VALUE} characters of "
+                "printable ASCII, without leading or trailing spaces",
+            )
+    return headers
+
+
+def validate_format(format: str) -> str:
+    if format not in FORMATS:
+        raise InvalidSubscription("format", f"must be one of {', '.join(FORMATS)}")
+    return format
+
+
+def _check_http_extras(url: str, headers: dict[str, str] | None, format: str | None) -> None:
+    """Headers and the cloudevents format are HTTP's; a broker message has its own."""
+    if kind_of(url) is WEBHOOK:
+        return
+    if headers:
+        raise InvalidSubscription("headers", "apply to http(s):// subscriptions only")
+    if format not in (None, "standard-webhooks"):
+        raise InvalidSubscription("format", "applies to http(s):// subscriptions only")
+
+
 def _stored_filter(conditions: list[Condition] | None) -> str | None:
     if conditions is None:
         return None
@@ -138,6 +208,8 @@ class Subscription:
     disabled_reason: str | None
     disabled_at: datetime | None
     max_in_flight: int | None
+    headers: dict[str, str]
+    format: str
     secret: str
     previous_secret: str | None
     previous_secret_expires_at: datetime | None
@@ -147,17 +219,25 @@ class Subscription:
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> Subscription:
-        fields = {name: record[name] for name in cls.__dataclass_fields__ if name != "filter"}
-        return cls(**fields, filter=from_stored(json.loads(record["filter"])))
+        parsed = ("filter", "headers")
+        fields = {name: record[name] for name in cls.__dataclass_fields__ if name not in parsed}
+        return cls(
+            **fields,
+            headers=json.loads(record["headers"]),
+            filter=from_stored(json.loads(record["filter"])),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        """Public fields, JSON-ready; never the secrets."""
+        """Public fields, JSON-ready; never a secret: credentials in the URL and header
+        values are masked."""
         return {
             "id": self.id,
-            "url": self.url,
+            "url": masked(self.url),
             "description": self.description,
             "event_types": self.event_types,
             "filter": [c.as_dict() for c in self.filter],
+            "headers": dict.fromkeys(self.headers, MASK),
+            "format": self.format,
             "enabled": self.enabled,
             "disabled_reason": self.disabled_reason,
             "disabled_at": optional_timestamp(self.disabled_at),
@@ -193,9 +273,12 @@ class SubscriptionStore:
         max_in_flight: int | None = None,
         enabled: bool = True,
         filter: list[Condition] | None = None,
+        headers: dict[str, str] | None = None,
+        format: str = "standard-webhooks",
     ) -> Subscription:
         """Store a new subscription; a secret is generated when none is given."""
         url = await check_target(url, allow_private=self._allow_private)
+        _check_http_extras(url, headers, format)
         record = await self._db.fetchrow(
             self._queries["create"],
             url,
@@ -205,6 +288,8 @@ class SubscriptionStore:
             max_in_flight,
             enabled,
             _stored_filter(filter or []),
+            json.dumps(validate_headers(headers or {})),
+            validate_format(format),
         )
         assert record is not None
         return Subscription.from_record(record)
@@ -234,25 +319,41 @@ class SubscriptionStore:
         enabled: bool | None = None,
         disabled_reason: str | None = None,
         filter: list[Condition] | None = None,
+        headers: dict[str, str] | None = None,
+        format: str | None = None,
     ) -> Subscription | None:
         """Change the given fields; ``enabled=True`` also clears the disabled reason.
 
-        ``filter`` replaces the conditions (an empty list removes them); None keeps them.
+        ``filter`` and ``headers`` replace what was there (empty removes them); None
+        keeps them.
         """
         if url is not None:
             url = await check_target(url, allow_private=self._allow_private)
-        record = await self._db.fetchrow(
-            self._queries["update"],
-            subscription_id,
-            url,
-            description,
-            validate_event_types(event_types) if event_types is not None else None,
-            max_in_flight is not _UNSET,
-            None if max_in_flight is _UNSET else max_in_flight,
-            enabled,
-            disabled_reason,
-            _stored_filter(filter),
-        )
+            _check_http_extras(url, headers, format)
+        try:
+            record = await self._db.fetchrow(
+                self._queries["update"],
+                subscription_id,
+                url,
+                description,
+                validate_event_types(event_types) if event_types is not None else None,
+                max_in_flight is not _UNSET,
+                None if max_in_flight is _UNSET else max_in_flight,
+                enabled,
+                disabled_reason,
+                _stored_filter(filter),
+                None if headers is None else json.dumps(validate_headers(headers)),
+                None if format is None else validate_format(format),
+            )
+        except asyncpg.CheckViolationError as exc:
+            if exc.constraint_name != "subscriptions_http_extras":
+                raise
+            # What the subscription already has, against the new URL or the new extras.
+            raise InvalidSubscription(
+                "url" if url is not None else ("headers" if headers else "format"),
+                "headers and the cloudevents format apply to http(s):// subscriptions "
+                "only: clear them (headers {}, format standard-webhooks) to send to a broker",
+            ) from None
         return Subscription.from_record(record) if record else None
 
     async def rotate_secret(
