@@ -114,13 +114,13 @@ def _run_dev(args: argparse.Namespace, settings: Settings) -> int:
         daemon_port=args.daemon_port if args.daemon_port is not None else settings.daemon_port,
         receiver_port=args.receiver_port,
         db_port=args.db_port,
-        sink=_dev_sink(args.sink),
+        sink=_sink_option(args.sink),
     )
     return run_dev(settings, options)
 
 
-def _dev_sink(url: str | None) -> str | None:
-    """The broker URL of ``dev --sink``, checked before anything starts."""
+def _sink_option(url: str | None) -> str | None:
+    """The broker URL of ``dev --sink`` or ``bench --sink``, checked before anything starts."""
     if url is None:
         return None
     url = _secret_url(url, "--sink")
@@ -165,6 +165,7 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
             write_seconds=args.write_seconds,
             clients=args.clients,
             keep=args.keep,
+            sink=_sink_option(args.sink),
         )
     )
 
@@ -184,6 +185,12 @@ def _add_bench_command(commands: Any) -> None:
     cmd.add_argument("--write-seconds", type=int, default=10, help="length of each pgbench run")
     cmd.add_argument("--clients", type=int, default=8, help="pgbench clients")
     cmd.add_argument("--keep", action="store_true", help="keep the scratch database")
+    cmd.add_argument(
+        "--sink",
+        metavar="URL",
+        help="measure a broker destination (amqp://, kafka://, nats://), read back by its "
+        f"consumer, instead of a webhook receiver; {URL_SOURCES_HELP}",
+    )
     cmd.set_defaults(handler=_run_bench)
 
 

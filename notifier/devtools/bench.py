@@ -1,7 +1,8 @@
 """``notifier bench``: latency, drain rate and write overhead, measured on this machine.
 
 Everything runs here: PostgreSQL (a scratch database on the server you name), one
-``notifier run`` process, a signature-verifying receiver in this process, and the load.
+``notifier run`` process, a signature-verifying receiver in this process (or, with
+``--sink``, a consumer of that broker destination), and the load.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from notifier.db.migrate import migrate
 from notifier.db.pool import connect
+from notifier.devtools.consume import Message, consumer
 from notifier.devtools.daemon_process import DaemonProcess, wait_until
 from notifier.devtools.embedded_pg import program
 from notifier.devtools.libpq import command_line_url
-from notifier.devtools.receiver import Receiver
+from notifier.devtools.receiver import Received, Receiver
+from notifier.sinks.targets import masked
 from notifier.subscriptions.store import SubscriptionStore, generate_secret
 
 ACCOUNTS = 1000
@@ -37,6 +40,52 @@ PGBENCH_SCRIPT = (
     "\\set aid random(1, 1000)\n"
     "INSERT INTO transactions (account_id, kind, amount) VALUES (:aid, 'top_up', 1);\n"
 )
+
+
+class Arrivals(Protocol):
+    """Where the bench sees events arrive: the receiver, or a broker's consumer."""
+
+    @property
+    def received(self) -> list[Received]: ...
+
+    def clear(self) -> None: ...
+
+
+class BrokerArrivals:
+    """What arrives on a broker destination, timed when the consumer hands it over."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.received: list[Received] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _arrived(self, message: Message) -> None:
+        self.received.append(Received("", message.metadata, message.body, time.time()))
+
+    async def start(self) -> BrokerArrivals:
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(
+            consumer(self.url)(self.url, self._arrived, ready, self._stop)
+        )
+        waiter = asyncio.create_task(ready.wait())
+        try:
+            async with asyncio.timeout(30):
+                await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self._task.done():
+            self._task.result()  # what stopped it
+        return self
+
+    def clear(self) -> None:
+        self.received = []
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            async with asyncio.timeout(10):
+                await self._task
 
 
 def _with_database(url: str, name: str) -> str:
@@ -61,7 +110,7 @@ def _daemon(url: str, log_dir: Path) -> DaemonProcess:
     return DaemonProcess(url, log_dir / "daemon.log", NOTIFIER_ALLOW_PRIVATE_TARGETS="true")
 
 
-async def _wait_for(receiver: Receiver, count: int, seconds: float, daemon: DaemonProcess) -> None:
+async def _wait_for(receiver: Arrivals, count: int, seconds: float, daemon: DaemonProcess) -> None:
     def arrived() -> bool:
         if daemon.process.poll() is not None:
             raise RuntimeError("the daemon exited; see its log")
@@ -71,7 +120,7 @@ async def _wait_for(receiver: Receiver, count: int, seconds: float, daemon: Daem
 
 
 async def steady_latency(
-    url: str, receiver: Receiver, log_dir: Path, rate: float, seconds: float
+    url: str, receiver: Arrivals, log_dir: Path, rate: float, seconds: float
 ) -> dict[str, float]:
     """(a) Latency from capture to arrival with a steady stream of single-row commits."""
     async with _daemon(url, log_dir) as daemon:
@@ -109,7 +158,7 @@ async def steady_latency(
     }
 
 
-async def drain(url: str, receiver: Receiver, log_dir: Path, backlog: int) -> dict[str, float]:
+async def drain(url: str, receiver: Arrivals, log_dir: Path, backlog: int) -> dict[str, float]:
     """(b) One daemon started on a backlog written while none was running."""
     conn = await asyncpg.connect(url)
     try:
@@ -238,17 +287,23 @@ async def run_bench(
     write_seconds: int,
     clients: int,
     keep: bool,
+    sink: str | None = None,
 ) -> int:
     """Run the three measurements and print their figures."""
     url, secret = await _prepare(admin_url, database)
-    receiver = await Receiver(secret).start()
+    receiver: Receiver | BrokerArrivals
+    if sink is None:
+        receiver = await Receiver(secret).start()
+        target = receiver.url("/")
+    else:
+        receiver = await BrokerArrivals(sink).start()
+        target = sink
     conn = await connect(url)
-    await SubscriptionStore(conn, allow_private_targets=True).create(
-        receiver.url("/"), secret=secret
-    )
+    await SubscriptionStore(conn, allow_private_targets=True).create(target, secret=secret)
     await conn.close()
     log_dir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
-    print(f"bench database {database}; daemon logs in {log_dir}", flush=True)
+    shown = "a webhook receiver" if sink is None else masked(sink)
+    print(f"bench database {database}, destination {shown}; daemon logs in {log_dir}", flush=True)
     try:
         a = await steady_latency(url, receiver, log_dir, rate, seconds)
         print(

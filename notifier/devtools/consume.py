@@ -10,7 +10,7 @@ import asyncio
 import importlib
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ class Message:
 class Consumer(Protocol):
     def __call__(
         self, url: str, emit: Callable[[Message], None], ready: asyncio.Event, stop: asyncio.Event
-    ) -> Awaitable[None]:
+    ) -> Coroutine[Any, Any, None]:
         """Read ``url`` until ``stop`` is set: ``emit`` each message; ``ready`` once
         subscribed (what is published from then on arrives)."""
         ...
