@@ -2,11 +2,11 @@
 -- Created disabled ($6 false), it is marked as disabled by whoever created it.
 INSERT INTO notifier.subscriptions
        (url, description, event_types, secret, max_in_flight, enabled, disabled_reason, disabled_at,
-        filter)
+        filter, headers, format)
 VALUES ($1, $2, $3, $4, $5, $6,
         CASE WHEN $6 THEN NULL ELSE 'created disabled' END,
         CASE WHEN $6 THEN NULL ELSE now() END,
-        $7::jsonb)
+        $7::jsonb, $8::jsonb, $9)
 RETURNING *;
 
 -- name: get
@@ -26,6 +26,8 @@ UPDATE notifier.subscriptions
        description = coalesce($3, description),
        event_types = coalesce($4, event_types),
        filter = coalesce($9::jsonb, filter),
+       headers = coalesce($10::jsonb, headers),
+       format = coalesce($11, format),
        max_in_flight = CASE WHEN $5::boolean THEN $6 ELSE max_in_flight END,
        enabled = coalesce($7, enabled),
        disabled_reason = CASE WHEN $7 IS NULL THEN disabled_reason
