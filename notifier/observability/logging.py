@@ -64,6 +64,33 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(renderer)
+
+
+def _route_standard_logging(renderer: structlog.typing.Processor) -> None:
+    """Libraries log through the standard ``logging`` module (the broker clients, while a
+    broker is away): their warnings become lines like ours, in the same format, with
+    credentials masked, instead of bare text among the JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _redact,
+                _redact_urls,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
 
 
 def _name_logger(

@@ -8,6 +8,7 @@ naming the extra to install.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,11 +99,11 @@ class SinkOptions:
     source: str = "notifier"  # CloudEvents ``source`` of every event
 
 
-def make_sink(kind: Kind, options: SinkOptions) -> Sink:
-    """A new sink of ``kind``; ``MissingExtra`` when its library is not installed."""
+def sink_factory(kind: Kind) -> Callable[[SinkOptions], Sink]:
+    """Import ``kind``'s sink module; ``MissingExtra`` when its library is not installed."""
     require(kind)
     factory: Callable[[SinkOptions], Sink] = importlib.import_module(kind.module).make
-    return factory(options)
+    return factory
 
 
 class Sinks:
@@ -113,13 +114,14 @@ class Sinks:
         self._options = options
         self._sinks: dict[str, Sink] = {}
         self._missing: set[str] = set()
+        self._making = asyncio.Lock()
 
     async def deliver(self, destination: Destination, envelope: Envelope) -> Outcome:
         kind = kind_of(destination.target)
         sink = self._sinks.get(kind.name)
         if sink is None:
             try:
-                sink = self._sinks[kind.name] = make_sink(kind, self._options)
+                sink = await self._make(kind)
             except MissingExtra as exc:
                 if kind.name not in self._missing:  # once per kind, not once per event
                     self._missing.add(kind.name)
@@ -128,6 +130,15 @@ class Sinks:
                     Result.UNAVAILABLE, str(exc), datetime.now(UTC), 0.0, "missing_extra"
                 )
         return await sink.deliver(destination, envelope)
+
+    async def _make(self, kind: Kind) -> Sink:
+        async with self._making:  # one sink per kind, however many deliveries wait for it
+            if (sink := self._sinks.get(kind.name)) is None:
+                # A client library's first import takes a while: not on the event loop,
+                # where every other delivery would wait for it.
+                factory = await asyncio.to_thread(sink_factory, kind)
+                sink = self._sinks[kind.name] = factory(self._options)
+            return sink
 
     async def close(self) -> None:
         for sink in self._sinks.values():

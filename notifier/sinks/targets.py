@@ -67,7 +67,8 @@ class NatsTarget:
         return (self.servers, self.user, self.password, self.token)
 
 
-def _no_controls(url: str) -> None:
+def check_text(url: str) -> None:
+    """Refuse what no URL of any kind may hold: whitespace, control characters, excess length."""
     # urlsplit silently drops tabs and newlines, so they are refused before it runs.
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise InvalidTarget("must not contain whitespace or control characters")
@@ -105,7 +106,7 @@ def _template(name: str, what: str) -> str:
 
 
 def parse_amqp(url: str) -> AmqpTarget:
-    _no_controls(url)
+    check_text(url)
     try:
         parts = urlsplit(url)
         _ = parts.port
@@ -138,7 +139,7 @@ def parse_amqp(url: str) -> AmqpTarget:
 
 
 def parse_kafka(url: str) -> KafkaTarget:
-    _no_controls(url)
+    check_text(url)
     scheme, userinfo, hosts = _authority(url)
     if userinfo:
         raise InvalidTarget("kafka:// URLs take no credentials (SASL is not supported yet)")
@@ -159,7 +160,7 @@ def parse_kafka(url: str) -> KafkaTarget:
 
 
 def parse_nats(url: str) -> NatsTarget:
-    _no_controls(url)
+    check_text(url)
     scheme, userinfo, hosts = _authority(url)
     rest = url.split("://", 1)[1][len(userinfo) + (1 if userinfo else 0) + len(hosts) :]
     if "?" in rest or "#" in rest:
