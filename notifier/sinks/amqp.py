@@ -158,7 +158,7 @@ class AmqpSink:
         self._timeout = options.timeout_seconds
         self._source = options.source
         self._clients: Clients[str, _Broker] = Clients(
-            _connect, _close, connect_timeout=options.timeout_seconds, describe=masked
+            _connect, _close, attempt_timeout=options.timeout_seconds, describe=masked
         )
 
     async def close(self) -> None:

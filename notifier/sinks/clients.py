@@ -24,6 +24,11 @@ C = TypeVar("C")
 K = TypeVar("K", bound=Hashable)
 
 
+# Of an attempt's timeout, the most a connect may take: a connect that hangs then fails as
+# a connect (with backoff for the attempts that follow) before the attempt itself times out.
+CONNECT_SHARE = 0.8
+
+
 class Unreachable(Exception):
     """No client to the broker now: the last connect failed, and the backoff still runs."""
 
@@ -40,7 +45,8 @@ class _Slot(Generic[C]):
 class Clients(Generic[K, C]):
     """Clients by broker (``key``): made by ``connect``, let go by ``close``.
 
-    ``describe`` names a broker in log lines without its credentials.
+    ``attempt_timeout`` is the sinks' timeout of one attempt; ``describe`` names a broker
+    in log lines without its credentials.
     """
 
     def __init__(
@@ -48,12 +54,12 @@ class Clients(Generic[K, C]):
         connect: Callable[[K], Awaitable[C]],
         close: Callable[[C], Awaitable[None]],
         *,
-        connect_timeout: float,
+        attempt_timeout: float,
         describe: Callable[[K], str],
     ) -> None:
         self._connect = connect
         self._close = close
-        self._timeout = connect_timeout
+        self._timeout = attempt_timeout * CONNECT_SHARE
         self._describe = describe
         self._slots: dict[K, _Slot[C]] = {}
 

@@ -77,7 +77,7 @@ class KafkaSink:
         self._clients: Clients[Servers, AIOKafkaProducer] = Clients(
             self._connect,
             _stop,
-            connect_timeout=options.timeout_seconds,
+            attempt_timeout=options.timeout_seconds,
             describe=lambda servers: ",".join(str(s) for s in servers),
         )
 
