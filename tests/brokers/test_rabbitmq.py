@@ -8,7 +8,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -16,6 +16,7 @@ import pytest
 
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver
+from notifier.ops.operator import Operations
 from notifier.subscriptions.store import SubscriptionStore
 from tests.brokers.rabbitmq_support import (
     Names,
@@ -211,6 +212,22 @@ async def test_an_unroutable_message_is_a_failed_attempt(
     assert await outcomes(pool, subscription.id) == {"amqp_unroutable": 6}
     errors = await pool.fetch("SELECT DISTINCT error FROM notifier.delivery_attempts")
     assert [row["error"] for row in errors] == ["amqp_unroutable: NO_ROUTE"]
+
+    # The operator's tools work as for a webhook: stats show the dead letters, and once
+    # a queue is bound, recover sends them again.
+    operations = Operations(pool)
+    stats = await operations.stats(subscription.id)
+    assert stats is not None
+    assert stats["deliveries"]["dead"] == 2
+    queue = await rabbitmq.channel.get_queue(rabbitmq.queue)
+    await queue.bind(rabbitmq.exchange, "wallet.#")
+    async with consuming(rabbitmq.url(f"routing_key={rabbitmq.queue}")) as collected:
+        scheduled = await operations.recover(
+            subscription.id, datetime.now(UTC) - timedelta(hours=1)
+        )
+        assert scheduled.as_dict()["scheduled"] == 2
+        await wait_until(lambda: len(collected.messages) == 2, what="the recovered events")
+    assert await statuses(pool) == {"succeeded": 2}
 
 
 async def test_a_missing_exchange_fails_alone_until_it_is_created(
