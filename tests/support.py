@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 
 from notifier.devtools.daemon_process import DaemonProcess
 from notifier.devtools.embedded_pg import free_port as free_port  # one definition, re-exported
+from notifier.devtools.receiver import Receiver
 
 # Subscription URLs whose IPv6 literal carries 127.0.0.1 or 169.254.169.254: compatible,
 # NAT64, 6to4 (the reported bypasses of the SSRF guard).
@@ -66,3 +69,48 @@ async def write_events(database_url: str, count: int, *, chunk: int, pause: floa
             await asyncio.sleep(pause)
     finally:
         await conn.close()
+
+
+async def statuses(pool: asyncpg.Pool, subscription_id: int | None = None) -> dict[str, int]:
+    """Deliveries by status: all, or one subscription's."""
+    rows = await pool.fetch(
+        "SELECT status, count(*) AS n FROM notifier.deliveries "
+        "WHERE $1::bigint IS NULL OR subscription_id = $1 GROUP BY 1",
+        subscription_id,
+    )
+    return {row["status"]: row["n"] for row in rows}
+
+
+async def settled(pool: asyncpg.Pool, expected: int) -> bool:
+    """Whether ``expected`` deliveries are final (succeeded or dead)."""
+    done = await pool.fetchval(
+        "SELECT count(*) FROM notifier.deliveries WHERE status IN ('succeeded', 'dead')"
+    )
+    return bool(done == expected)
+
+
+async def outcomes(pool: asyncpg.Pool, subscription_id: int) -> Counter[str]:
+    """How many attempts to the subscription ended with each outcome code."""
+    rows = await pool.fetch(
+        "SELECT a.outcome FROM notifier.delivery_attempts a "
+        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1",
+        subscription_id,
+    )
+    return Counter(row["outcome"] for row in rows)
+
+
+async def listening(pool: asyncpg.Pool) -> bool:
+    """Whether a daemon's LISTEN connection is up (so it hears the doorbell)."""
+    return bool(
+        await pool.fetchval(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'notifier-listener'"
+        )
+    )
+
+
+def latencies(receiver: Receiver, path: str) -> list[float]:
+    """Seconds from each event's capture to its arrival at ``path``."""
+    return [
+        r.at - datetime.fromisoformat(r.event["timestamp"]).timestamp()
+        for r in receiver.by_path()[path]
+    ]

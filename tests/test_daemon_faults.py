@@ -4,7 +4,6 @@ LISTEN backend, two daemons sharing one database, and SIGTERM mid-stream."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,16 +15,19 @@ import pytest
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver, always
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, start, write_events
+from tests.support import (
+    Daemon,
+    latencies,
+    listening,
+    settled,
+    start,
+    statuses,
+    write_events,
+)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
 pytestmark = pytest.mark.slow
-
-
-async def statuses(pool: asyncpg.Pool) -> dict[str, int]:
-    rows = await pool.fetch("SELECT status, count(*) AS n FROM notifier.deliveries GROUP BY 1")
-    return {row["status"]: row["n"] for row in rows}
 
 
 async def test_failing_endpoint_recovers_and_nothing_is_dead(
@@ -41,7 +43,7 @@ async def test_failing_endpoint_recovers_and_nothing_is_dead(
     await write_events(database_url, 10, chunk=10, pause=0)
 
     await wait_until(lambda: receiver.counts["/flaky"] >= 16, what="6 failures and 10 successes")
-    await wait_until(lambda: _done(pool, 10), what="all deliveries settled")
+    await wait_until(lambda: settled(pool, 10), what="all deliveries settled")
     assert await statuses(pool) == {"succeeded": 10}
     assert len(receiver.ok_event_ids("/flaky")) == 10
     attempts = await pool.fetch("SELECT outcome, error FROM notifier.delivery_attempts")
@@ -50,13 +52,6 @@ async def test_failing_endpoint_recovers_and_nothing_is_dead(
     assert {a["error"] for a in attempts if a["outcome"] == "http_200"} == {None}
     retried = await pool.fetchval("SELECT count(*) FROM notifier.deliveries WHERE attempts > 1")
     assert retried >= 1
-
-
-async def _done(pool: asyncpg.Pool, expected: int) -> bool:
-    done = await pool.fetchval(
-        "SELECT count(*) FROM notifier.deliveries WHERE status IN ('succeeded', 'dead')"
-    )
-    return bool(done == expected)
 
 
 async def test_hanging_endpoint_goes_dead_without_delaying_others(
@@ -77,18 +72,15 @@ async def test_hanging_endpoint_goes_dead_without_delaying_others(
         NOTIFIER_RETRY_SCHEDULE="0.2,0.2",
         NOTIFIER_REQUEST_TIMEOUT_SECONDS="2",
     )
-    await wait_until(lambda: _listening(pool), what="the daemon to listen")
+    await wait_until(lambda: listening(pool), what="the daemon to listen")
 
     await write_events(database_url, 20, chunk=1, pause=0.01)
     await wait_until(lambda: len(receiver.ok_event_ids("/ok")) == 20, what="/ok deliveries")
     # The hanging endpoint holds each request for the 2 s timeout. Had /ok waited behind
     # it, some /ok event would have taken 2 s or more from its capture to its arrival.
-    latencies = [
-        r.at - datetime.fromisoformat(r.event["timestamp"]).timestamp()
-        for r in receiver.by_path()["/ok"]
-    ]
-    assert max(latencies) < 1.5, latencies
-    await wait_until(lambda: _done(pool, 40), seconds=30, what="all deliveries settled")
+    seconds = latencies(receiver, "/ok")
+    assert max(seconds) < 1.5, seconds
+    await wait_until(lambda: settled(pool, 40), seconds=30, what="all deliveries settled")
 
     rows = await pool.fetch(
         "SELECT subscription_id, status, attempts, last_error FROM notifier.deliveries"
@@ -101,14 +93,6 @@ async def test_hanging_endpoint_goes_dead_without_delaying_others(
             "SELECT count(*) FROM notifier.delivery_attempts WHERE error = 'timeout'"
         )
         == 60
-    )
-
-
-async def _listening(pool: asyncpg.Pool) -> bool:
-    return bool(
-        await pool.fetchval(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'notifier-listener'"
-        )
     )
 
 
@@ -153,7 +137,7 @@ async def test_retry_after_is_honoured_within_bounds(
     await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/busy"))
     start(daemons, database_url, tmp_path, NOTIFIER_RETRY_AFTER_MAX_SECONDS="1")
     await write_events(database_url, 1, chunk=1, pause=0)
-    await wait_until(lambda: _done(pool, 1), what="delivery")
+    await wait_until(lambda: settled(pool, 1), what="delivery")
     rows = await pool.fetch(
         "SELECT outcome, started_at FROM notifier.delivery_attempts ORDER BY attempt"
     )
@@ -181,7 +165,7 @@ async def test_kill_9_mid_stream_then_restart_delivers_everything(
     await wait_until(
         lambda: len(receiver.ok_event_ids("/stream")) == 2000, seconds=40, what="2000 events"
     )
-    await wait_until(lambda: _done(pool, 2000), what="all deliveries settled")
+    await wait_until(lambda: settled(pool, 2000), what="all deliveries settled")
     copies = receiver.ok_event_ids("/stream")
     twice = sum(1 for n in copies.values() if n > 1)
     print(f"\nkill -9 after {killed_at} requests: {twice} of 2000 events arrived twice")
@@ -259,7 +243,7 @@ async def test_two_daemons_share_2000_events_without_duplicates(
     await wait_until(
         lambda: len(receiver.ok_event_ids("/shared")) == 2000, seconds=40, what="2000 events"
     )
-    await wait_until(lambda: _done(pool, 2000), what="all deliveries settled")
+    await wait_until(lambda: settled(pool, 2000), what="all deliveries settled")
     assert [await daemon.terminate() for daemon in pair] == [0, 0]
     assert max(receiver.ok_event_ids("/shared").values()) == 1
     assert receiver.counts["/shared"] == 2000
@@ -304,5 +288,5 @@ async def test_sigterm_finishes_in_flight_and_releases_the_rest(
         == 0
     )
     start(daemons, database_url, tmp_path)
-    await wait_until(lambda: _done(pool, 20), what="the rest after a restart")
+    await wait_until(lambda: settled(pool, 20), what="the rest after a restart")
     assert len(receiver.ok_event_ids("/slow")) == 20

@@ -20,8 +20,7 @@ from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver, always
 from notifier.settings import Settings
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, start, write_events
-from tests.test_daemon_faults import statuses
+from tests.support import Daemon, start, statuses, write_events
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,15 @@ from notifier.devtools.receiver import Receiver
 from notifier.subscriptions.store import SubscriptionStore
 from tests.brokers.kafka_server import Tansu, running_tansu
 from tests.brokers.support import Collected, consuming
-from tests.support import Daemon, start, write_events
+from tests.support import (
+    Daemon,
+    listening,
+    outcomes,
+    settled,
+    start,
+    statuses,
+    write_events,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,41 +41,6 @@ LONG_RETRIES = "0.5,1,1,2,2,2,2,2,2,2,2,2"
 async def tansu(tmp_path: Path) -> AsyncIterator[Tansu]:
     async with running_tansu(tmp_path / "tansu.log") as broker:
         yield broker
-
-
-async def statuses(pool: asyncpg.Pool, subscription_id: int) -> dict[str, int]:
-    rows = await pool.fetch(
-        "SELECT status, count(*) AS n FROM notifier.deliveries WHERE subscription_id = $1 "
-        "GROUP BY 1",
-        subscription_id,
-    )
-    return {row["status"]: row["n"] for row in rows}
-
-
-async def settled(pool: asyncpg.Pool, expected: int) -> bool:
-    done = await pool.fetchval(
-        "SELECT count(*) FROM notifier.deliveries WHERE status IN ('succeeded', 'dead')"
-    )
-    return bool(done == expected)
-
-
-async def attempts(pool: asyncpg.Pool, subscription_id: int) -> dict[str, int]:
-    """How many attempts to the subscription ended with each outcome code."""
-    rows = await pool.fetch(
-        "SELECT a.outcome, count(*) AS n FROM notifier.delivery_attempts a "
-        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1 "
-        "GROUP BY 1",
-        subscription_id,
-    )
-    return {row["outcome"]: row["n"] for row in rows}
-
-
-async def listening(pool: asyncpg.Pool) -> bool:
-    return bool(
-        await pool.fetchval(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'notifier-listener'"
-        )
-    )
 
 
 async def read_topic(url: str, until: int, seconds: float = 20) -> Collected:
@@ -136,7 +109,7 @@ async def test_end_to_end_each_event_once_with_the_webhook_body(
     for event_id, (message,) in by_id.items():
         check_message(message, webhook[event_id])
     assert await statuses(pool, kafka.id) == {"succeeded": 2000}
-    assert await attempts(pool, kafka.id) == {"kafka_ack": 2000}
+    assert await outcomes(pool, kafka.id) == {"kafka_ack": 2000}
 
 
 async def test_a_topic_template_names_the_topic_and_consume_refuses_one(
@@ -184,7 +157,7 @@ async def test_broker_down_10_s_mid_stream_then_everything_arrives(
     # The stream goes on through the outage: 500 more events over about 10 s.
     await write_events(database_url, 500, chunk=5, pause=0.1)
     await asyncio.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
-    failed = await attempts(pool, kafka.id)
+    failed = await outcomes(pool, kafka.id)
     down_until = time.time()
     await tansu.start()
     restarted = time.monotonic()

@@ -30,7 +30,16 @@ from notifier.sinks.registry import SinkOptions
 from notifier.subscriptions.store import SubscriptionStore
 from tests.brokers.nats_server import nats_server
 from tests.brokers.support import Collected, consuming, unavailable
-from tests.support import Daemon, free_port, start, write_events
+from tests.support import (
+    Daemon,
+    free_port,
+    latencies,
+    listening,
+    settled,
+    start,
+    statuses,
+    write_events,
+)
 
 SHARED = "nats://127.0.0.1:4222"
 
@@ -84,36 +93,8 @@ async def stream(server: str) -> AsyncIterator[Stream]:
         await client.close()
 
 
-async def listening(pool: asyncpg.Pool) -> bool:
-    return bool(
-        await pool.fetchval(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'notifier-listener'"
-        )
-    )
-
-
-async def settled(pool: asyncpg.Pool, expected: int) -> bool:
-    done = await pool.fetchval(
-        "SELECT count(*) FROM notifier.deliveries WHERE status IN ('succeeded', 'dead')"
-    )
-    return bool(done == expected)
-
-
-async def statuses(pool: asyncpg.Pool) -> dict[str, int]:
-    rows = await pool.fetch("SELECT status, count(*) AS n FROM notifier.deliveries GROUP BY 1")
-    return {row["status"]: row["n"] for row in rows}
-
-
 def arrived(collected: Collected, at_least: int) -> bool:
     return len(collected.by_event_id()) >= at_least
-
-
-def latencies(receiver: Receiver, path: str) -> list[float]:
-    """Seconds from each event's capture to its arrival at the webhook."""
-    return [
-        r.at - datetime.fromisoformat(r.event["timestamp"]).timestamp()
-        for r in receiver.by_path()[path]
-    ]
 
 
 async def test_2000_rows_arrive_once_each_as_the_webhook_body_with_cloudevents_headers(

@@ -27,7 +27,15 @@ from tests.brokers.rabbitmq_support import (
     names_of_its_own,
 )
 from tests.brokers.support import consuming
-from tests.support import Daemon, start, write_events
+from tests.support import (
+    Daemon,
+    listening,
+    outcomes,
+    settled,
+    start,
+    statuses,
+    write_events,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,35 +47,6 @@ async def rabbitmq() -> AsyncIterator[Names]:
     """An exchange name and a queue of this test's own on the shared RabbitMQ."""
     async with names_of_its_own() as names:
         yield names
-
-
-async def statuses(pool: asyncpg.Pool) -> dict[str, int]:
-    rows = await pool.fetch("SELECT status, count(*) AS n FROM notifier.deliveries GROUP BY 1")
-    return {row["status"]: row["n"] for row in rows}
-
-
-async def settled(pool: asyncpg.Pool, expected: int) -> bool:
-    done = await pool.fetchval(
-        "SELECT count(*) FROM notifier.deliveries WHERE status IN ('succeeded', 'dead')"
-    )
-    return bool(done == expected)
-
-
-async def outcomes(pool: asyncpg.Pool, subscription_id: int) -> Counter[str]:
-    rows = await pool.fetch(
-        "SELECT a.outcome FROM notifier.delivery_attempts a "
-        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1",
-        subscription_id,
-    )
-    return Counter(row["outcome"] for row in rows)
-
-
-async def listening(pool: asyncpg.Pool) -> bool:
-    return bool(
-        await pool.fetchval(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'notifier-listener'"
-        )
-    )
 
 
 async def test_2000_events_arrive_once_each_with_the_webhook_body_and_cloudevents(
