@@ -110,11 +110,30 @@ def _daemon(url: str, log_dir: Path) -> DaemonProcess:
     return DaemonProcess(url, log_dir / "daemon.log", NOTIFIER_ALLOW_PRIVATE_TARGETS="true")
 
 
+def _event_id(received: Received) -> bytes:
+    """The event id, read from where the contract's body puts it (``{"id":"<uuid>"``)."""
+    return received.body[7:43]
+
+
+def _distinct(received: list[Received]) -> int:
+    return len({_event_id(r) for r in received})
+
+
+def _first_arrivals(received: list[Received]) -> list[Received]:
+    """Each event's first arrival, in arrival order (at least once: copies are dropped)."""
+    first: dict[bytes, Received] = {}
+    for arrival in received:
+        first.setdefault(_event_id(arrival), arrival)
+    return list(first.values())
+
+
 async def _wait_for(receiver: Arrivals, count: int, seconds: float, daemon: DaemonProcess) -> None:
+    """Until ``count`` distinct events arrived (at least once: a copy does not count)."""
+
     def arrived() -> bool:
         if daemon.process.poll() is not None:
             raise RuntimeError("the daemon exited; see its log")
-        return len(receiver.received) >= count
+        return len(receiver.received) >= count and _distinct(receiver.received) >= count
 
     await wait_until(arrived, seconds, what=f"{count} events to arrive")
 
@@ -141,7 +160,7 @@ async def steady_latency(
         finally:
             await conn.close()
     # Parsed now, after the run, so that receiving stays as cheap as it can be.
-    events = [(r.at, r.event) for r in receiver.received]
+    events = [(r.at, r.event) for r in _first_arrivals(receiver.received)]
     latencies = [at - datetime.fromisoformat(e["timestamp"]).timestamp() for at, e in events]
     arrived_at = {e["data"]["id"]: at for at, e in events}  # transaction id: arrival
     warm = int(rate)  # the first second is warm-up
@@ -150,6 +169,7 @@ async def steady_latency(
     return {
         "rate": achieved,
         "events": len(measured),
+        "copies": len(receiver.received) - len(events),
         "p50_ms": _percentile(measured, 0.50) * 1000,
         "p99_ms": _percentile(measured, 0.99) * 1000,
         "max_ms": max(measured) * 1000,
@@ -171,10 +191,11 @@ async def drain(url: str, receiver: Arrivals, log_dir: Path, backlog: int) -> di
     async with _daemon(url, log_dir) as daemon:
         await _wait_for(receiver, backlog, 600, daemon)
         peak_rss_mb = daemon.peak_rss_mb()
-    arrivals = [r.at for r in receiver.received]
+    arrivals = [r.at for r in _first_arrivals(receiver.received)]
     first, last = arrivals[0], arrivals[-1]
     return {
         "events": len(arrivals),
+        "copies": len(receiver.received) - len(arrivals),
         "seconds_from_start": last - started,
         "rate_from_start": len(arrivals) / (last - started),
         "rate": len(arrivals) / (last - first),
@@ -310,14 +331,16 @@ async def run_bench(
             f"(a) latency at {a['rate']:.0f} events/s ({a['events']:.0f} events): "
             f"from capture (the event timestamp, before COMMIT) p50 {a['p50_ms']:.2f} ms, "
             f"p99 {a['p99_ms']:.2f} ms, max {a['max_ms']:.2f} ms; from the writer's COMMIT "
-            f"returning p50 {a['commit_p50_ms']:.2f} ms, p99 {a['commit_p99_ms']:.2f} ms",
+            f"returning p50 {a['commit_p50_ms']:.2f} ms, p99 {a['commit_p99_ms']:.2f} ms; "
+            f"{a['copies']:.0f} arrived twice",
             flush=True,
         )
         b = await drain(url, receiver, log_dir, backlog)
         print(
             f"(b) drain of {b['events']:.0f} events: {b['rate']:.0f} events/s "
             f"(first to last delivery; {b['rate_from_start']:.0f}/s counting daemon start-up, "
-            f"{b['seconds_from_start']:.1f} s), peak RSS {b['peak_rss_mb']:.1f} MB",
+            f"{b['seconds_from_start']:.1f} s), peak RSS {b['peak_rss_mb']:.1f} MB; "
+            f"{b['copies']:.0f} arrived twice",
             flush=True,
         )
         c = await write_overhead(url, pgbench or find_pgbench(), log_dir, write_seconds, clients)
