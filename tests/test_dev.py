@@ -22,6 +22,7 @@ import pytest
 
 from notifier.devtools.dev import RECEIVER_DESCRIPTION, DevOptions, banner
 from notifier.devtools.receiver import SECRET_ENV
+from tests.brokers.support import unavailable
 
 TOKEN = "dev-test-token"
 
@@ -88,18 +89,18 @@ def _events(lines: list[str]) -> list[dict[str, Any]]:
 class Dev:
     """A running ``notifier dev`` and the lines it prints."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str, **environment: str) -> None:
         self.api_port, self.daemon_port, receiver_port = _free_ports(3)
         env = {
             key: value
             for key, value in os.environ.items()
             if key not in ("NOTIFIER_DATABASE_URL", "NOTIFIER_TEST_DATABASE_URL")
         }
-        env.update(NOTIFIER_API_TOKEN=TOKEN, NOTIFIER_LOG_FORMAT="json")
+        env.update(NOTIFIER_API_TOKEN=TOKEN, NOTIFIER_LOG_FORMAT="json", **environment)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "notifier.cli", "dev", "--data-dir", str(data_dir),
              "--api-port", str(self.api_port), "--daemon-port", str(self.daemon_port),
-             "--receiver-port", str(receiver_port)],
+             "--receiver-port", str(receiver_port), *options],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -267,3 +268,57 @@ def test_banner_masks_a_database_password_and_still_gives_a_working_psql_line() 
     assert 'psql "$NOTIFIER_DATABASE_URL" \\\n' in shown
     embedded = "postgresql://postgres:@/postgres?host=/tmp/pg"
     assert f"psql '{embedded}' \\\n" in banner(options, embedded, "embedded", TOKEN)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_dev_with_a_sink_subscribes_the_broker_and_prints_what_arrives_there(
+    tmp_path: Path,
+) -> None:
+    if not _answers(5672):
+        unavailable("RabbitMQ on 127.0.0.1:5672", "start a RabbitMQ server (guest/guest)")
+    # The URL carries a password: given through the environment, never on a command line.
+    key = f"devtest-{os.getpid()}"
+    url = f"amqp://guest:guest@127.0.0.1:5672/?exchange=amq.topic&routing_key={key}.{{type}}"
+    dev = Dev(tmp_path / "pg", "--sink", "env:DEV_SINK", DEV_SINK=url)
+    try:
+        banner = "\n".join(dev.banner())
+        assert "sink       amqp://guest:***@127.0.0.1:5672/" in banner
+        assert "guest:guest" not in banner
+        children = dev.children()
+        assert "consume" in children
+        assert "receiver" not in children
+        for process in dev.descendants():
+            assert not any("guest:guest" in word for word in _command_line(process))
+
+        api = f"http://127.0.0.1:{dev.api_port}"
+        account = _post(f"{api}/accounts", {"currency": "USD"})
+        _post(f"{api}/accounts/{account['id']}/top-ups", {"amount": 700})
+        seen = _wait_for(dev.lines, lambda seen: _messages(seen), 30)
+        message = _messages(seen)[0]
+        assert message["body"]["data"]["amount"] == 700
+        assert message["metadata"]["routing_key"] == f"{key}.transaction.created"
+        assert message["metadata"]["message_id"] == message["body"]["id"]
+        dev.process.send_signal(signal.SIGINT)
+        assert dev.process.wait(timeout=60) == 0
+    finally:
+        dev.close()
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _messages(lines: list[str]) -> list[dict[str, Any]]:
+    """What ``notifier consume`` printed: {"metadata": ..., "body": ...} lines."""
+    found = []
+    for line in lines:
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and {"metadata", "body"} <= parsed.keys():
+            found.append(parsed)
+    return found
