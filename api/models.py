@@ -40,6 +40,7 @@ from notifier.subscriptions.store import (
     EVENT_TYPE_REGEX,
     HEADER_NAME_REGEX,
     MAX_HEADERS,
+    ORDERING_KEY_REGEX,
     validate_event_types,
     validate_headers,
     validate_secret,
@@ -148,6 +149,21 @@ Headers = Annotated[
     ),
     AfterValidator(validate_headers),
 ]
+Ordering = Annotated[
+    Literal["none", "key"],
+    Field(
+        description="'key': each key's events one at a time, in capture order (a failing "
+        "event holds back only its key); 'none': concurrently, no order."
+    ),
+]
+OrderingKey = Annotated[
+    StrictStr,
+    Field(
+        pattern=ORDERING_KEY_REGEX,
+        description="The field of the event's row whose value is the key (default "
+        "account_id when every event type is a transaction one; else required).",
+    ),
+]
 Format = Annotated[
     Literal["standard-webhooks", "cloudevents"],
     Field(description="The webhook body: the event (default) or a CloudEvent (structured)."),
@@ -232,6 +248,8 @@ class SubscriptionCreate(_Body):
     filter: Filter = Field(default_factory=list, description="Row-value conditions; all must hold.")
     headers: Headers = Field(default_factory=dict)
     format: Format = "standard-webhooks"
+    ordering: Ordering = "none"
+    ordering_key: OrderingKey | None = None
 
 
 class SubscriptionUpdate(_Body):
@@ -253,6 +271,12 @@ class SubscriptionUpdate(_Body):
         default=None, description="Replace the headers; {} removes them."
     )
     format: Format | None = None
+    ordering: Ordering | None = Field(
+        default=None,
+        description="For events fanned out from now on; 'none' also releases what waits "
+        "behind a key's head.",
+    )
+    ordering_key: OrderingKey | None = Field(default=None, description="Given with ordering.")
 
 
 class _Query(BaseModel):

@@ -87,6 +87,8 @@ class Subscription(_Response):
         description="The subscription's own HTTP headers; their values are never shown."
     )
     format: Literal["standard-webhooks", "cloudevents"]
+    ordering: Literal["none", "key"]
+    ordering_key: str | None
     enabled: bool
     disabled_reason: str | None
     disabled_at: Timestamp | None
@@ -172,6 +174,13 @@ class SubscriptionStats(_Response):
     disabled_reason: str | None
     disabled_at: Timestamp | None
     deliveries: dict[DeliveryStatus, Count] = Field(description="Deliveries by status.")
+    waiting: Count = Field(
+        description="Pending deliveries waiting behind an earlier event of their key "
+        "(ordered subscriptions): counted in deliveries.pending too."
+    )
+    keys_held_back: Count = Field(
+        description="Keys whose head is unfinished while later events of theirs wait."
+    )
     last_success_at: Timestamp | None
     last_failure_at: Timestamp | None
     failing_since: Timestamp | None

@@ -106,12 +106,46 @@ END;
 $_$;
 
 --
+-- Name: delivery_key(jsonb, text); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.delivery_key(data jsonb, field text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN (field IS NOT NULL) THEN COALESCE((data ->> field), ''::text) ELSE NULL::text END;
+
+--
 -- Name: http_status(text); Type: FUNCTION; Schema: notifier; Owner: -
 --
 
 CREATE FUNCTION notifier.http_status(outcome text) RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN (outcome ~ '^http_[0-9]{3}$'::text) THEN (substr(outcome, 6))::integer ELSE NULL::integer END;
+
+--
+-- Name: ordering_keys; Type: TABLE; Schema: notifier; Owner: -
+--
+
+CREATE TABLE notifier.ordering_keys (
+    subscription_id bigint NOT NULL,
+    key text NOT NULL,
+    head bigint,
+    waiting integer DEFAULT 0 NOT NULL,
+    CONSTRAINT ordering_keys_waiting CHECK ((waiting >= 0))
+);
+
+--
+-- Name: TABLE ordering_keys; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON TABLE notifier.ordering_keys IS 'Per key of an ordered subscription: its head event, and how many deliveries wait behind it.';
+
+--
+-- Name: is_key_head(bigint, text, bigint); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.is_key_head(subscription_id bigint, key text, event_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN ((key IS NULL) OR (EXISTS (SELECT 1 FROM notifier.ordering_keys k WHERE ((k.subscription_id = is_key_head.subscription_id) AND (k.key = is_key_head.key) AND (k.head = is_key_head.event_id)))));
 
 --
 -- Name: row_matches(jsonb, jsonb); Type: FUNCTION; Schema: notifier; Owner: -
@@ -404,6 +438,7 @@ CREATE TABLE notifier.deliveries (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     schedule_offset integer DEFAULT 0 NOT NULL,
     last_outcome text,
+    ordering_key text,
     CONSTRAINT deliveries_attempts CHECK ((attempts >= 0)),
     CONSTRAINT deliveries_schedule_offset CHECK ((schedule_offset >= 0)),
     CONSTRAINT deliveries_status CHECK ((status = ANY (ARRAY['pending'::text, 'in_flight'::text, 'succeeded'::text, 'dead'::text])))
@@ -414,6 +449,12 @@ CREATE TABLE notifier.deliveries (
 --
 
 COMMENT ON COLUMN notifier.deliveries.next_attempt_at IS 'pending: when the next attempt may start; in_flight: when the holder''s lease expires.';
+
+--
+-- Name: COLUMN deliveries.ordering_key; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.deliveries.ordering_key IS 'The key this delivery is ordered by (NULL: its subscription is not ordered).';
 
 --
 -- Name: deliveries_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -
@@ -575,12 +616,17 @@ CREATE TABLE notifier.subscriptions (
     consecutive_failures integer DEFAULT 0 NOT NULL,
     headers jsonb DEFAULT '{}'::jsonb NOT NULL,
     format text DEFAULT 'standard-webhooks'::text NOT NULL,
+    ordering text DEFAULT 'none'::text NOT NULL,
+    ordering_key text,
     CONSTRAINT subscriptions_event_types_not_empty CHECK ((cardinality(event_types) > 0)),
     CONSTRAINT subscriptions_filter_array CHECK ((jsonb_typeof(filter) = 'array'::text)),
     CONSTRAINT subscriptions_format CHECK ((format = ANY (ARRAY['standard-webhooks'::text, 'cloudevents'::text]))),
     CONSTRAINT subscriptions_headers_object CHECK ((jsonb_typeof(headers) = 'object'::text)),
     CONSTRAINT subscriptions_http_extras CHECK (((url ~* '^https?://'::text) OR ((headers = '{}'::jsonb) AND (format = 'standard-webhooks'::text)))),
     CONSTRAINT subscriptions_max_in_flight CHECK ((max_in_flight > 0)),
+    CONSTRAINT subscriptions_ordering CHECK ((ordering = ANY (ARRAY['none'::text, 'key'::text]))),
+    CONSTRAINT subscriptions_ordering_key_name CHECK ((ordering_key ~ '^[A-Za-z_][A-Za-z0-9_]{0,62}$'::text)),
+    CONSTRAINT subscriptions_ordering_key_set CHECK (((ordering = 'key'::text) = (ordering_key IS NOT NULL))),
     CONSTRAINT subscriptions_secret_format CHECK ((secret ~ '^whsec_'::text)),
     CONSTRAINT subscriptions_url_scheme CHECK ((url ~* '^(https?|amqps?|kafka|nats)://'::text))
 );
@@ -596,6 +642,12 @@ COMMENT ON COLUMN notifier.subscriptions.headers IS 'Extra HTTP headers sent wit
 --
 
 COMMENT ON COLUMN notifier.subscriptions.format IS 'standard-webhooks (the event as the body) or cloudevents (structured mode, HTTP only).';
+
+--
+-- Name: COLUMN subscriptions.ordering_key; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.subscriptions.ordering_key IS 'With ordering ''key'': the field of the event''s row whose value is the ordering key.';
 
 --
 -- Name: subscriptions_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -
@@ -746,6 +798,13 @@ ALTER TABLE ONLY notifier.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (account_id, key);
 
 --
+-- Name: ordering_keys ordering_keys_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE ONLY notifier.ordering_keys
+    ADD CONSTRAINT ordering_keys_pkey PRIMARY KEY (subscription_id, key);
+
+--
 -- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -
 --
 
@@ -786,6 +845,12 @@ CREATE INDEX deliveries_dead ON notifier.deliveries USING btree (subscription_id
 CREATE INDEX deliveries_due ON notifier.deliveries USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'in_flight'::text]));
 
 --
+-- Name: deliveries_key_waiting; Type: INDEX; Schema: notifier; Owner: -
+--
+
+CREATE INDEX deliveries_key_waiting ON notifier.deliveries USING btree (subscription_id, ordering_key, event_id) WHERE ((status = 'pending'::text) AND (next_attempt_at = 'infinity'::timestamp with time zone));
+
+--
 -- Name: deliveries_subscription_id; Type: INDEX; Schema: notifier; Owner: -
 --
 
@@ -808,6 +873,12 @@ CREATE UNIQUE INDEX events_uid ON notifier.events USING btree (uid);
 --
 
 CREATE INDEX idempotency_keys_expires_at ON notifier.idempotency_keys USING btree (expires_at);
+
+--
+-- Name: ordering_keys_freed; Type: INDEX; Schema: notifier; Owner: -
+--
+
+CREATE INDEX ordering_keys_freed ON notifier.ordering_keys USING btree (subscription_id, key) WHERE ((head IS NULL) AND (waiting > 0));
 
 --
 -- Name: transactions_account_id_id; Type: INDEX; Schema: public; Owner: -
@@ -877,6 +948,13 @@ ALTER TABLE ONLY notifier.deliveries
 
 ALTER TABLE ONLY notifier.delivery_attempts
     ADD CONSTRAINT delivery_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES notifier.deliveries(id) ON DELETE CASCADE;
+
+--
+-- Name: ordering_keys ordering_keys_subscription_id_fkey; Type: FK CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE ONLY notifier.ordering_keys
+    ADD CONSTRAINT ordering_keys_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES notifier.subscriptions(id) ON DELETE CASCADE;
 
 --
 -- Name: transactions transactions_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

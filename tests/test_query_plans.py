@@ -38,16 +38,23 @@ async def _seq_scans(conn: asyncpg.Connection, query: str, *args: object) -> set
     return {table for node, table in _scans(plan) if node == "Seq Scan"} & GROWING
 
 
-@pytest.fixture
-async def history(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """HISTORY delivered events, one new event queued, one delivery in flight.
+@pytest.fixture(params=["none", "key"])
+async def history(
+    database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[asyncpg.Connection]:
+    """HISTORY delivered events, one new event queued, one delivery in flight; for an
+    ordered subscription (by account) the in-flight one is its key's head, a later event
+    of its key waits, and another key's head finished with one waiting (a freed key).
 
     No ANALYZE: the planner sees the tables as it does before autovacuum catches up,
     with the queue's deleted rows still counted.
     """
     conn = await asyncpg.connect(database_url, server_settings=DAEMON_SESSION)
     subscription = await SubscriptionStore(conn, allow_private_targets=True).create(
-        "http://127.0.0.1:9/", secret=generate_secret()
+        "http://127.0.0.1:9/",
+        secret=generate_secret(),
+        event_types=["transaction.*"],
+        ordering=request.param,
     )
     await conn.execute("INSERT INTO accounts (currency) SELECT 'USD' FROM generate_series(1, 10)")
     await conn.execute(
@@ -70,6 +77,34 @@ async def history(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         "UPDATE notifier.deliveries SET status = 'in_flight', attempts = 2"
         " WHERE id = (SELECT max(id) FROM notifier.deliveries)"
     )
+    if request.param == "key":
+        await conn.execute(
+            "UPDATE notifier.deliveries d SET ordering_key = e.data ->> 'account_id'"
+            " FROM notifier.events e WHERE e.id = d.event_id"
+        )
+        # Key of the in-flight head: it, and a later event waiting. Another key: freed,
+        # with its last event waiting.
+        head = await conn.fetchrow(
+            "SELECT event_id, ordering_key FROM notifier.deliveries WHERE status = 'in_flight'"
+        )
+        waiting = await conn.fetch(
+            "UPDATE notifier.deliveries SET status = 'pending', next_attempt_at = 'infinity'"
+            " WHERE id IN (SELECT max(id) FROM notifier.deliveries"
+            "               WHERE status = 'succeeded' GROUP BY ordering_key LIMIT 2)"
+            " RETURNING ordering_key"
+        )
+        await conn.executemany(
+            "INSERT INTO notifier.ordering_keys (subscription_id, key, head, waiting)"
+            " VALUES ($1, $2, $3, 1)",
+            [
+                (
+                    subscription.id,
+                    row["ordering_key"],
+                    head["event_id"] if row["ordering_key"] == head["ordering_key"] else None,
+                )
+                for row in waiting
+            ],
+        )
     await conn.execute(
         "INSERT INTO transactions (account_id, kind, amount) VALUES (1, 'top_up', 1)"
     )

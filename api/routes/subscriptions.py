@@ -52,6 +52,8 @@ async def create_subscription(request: web.Request) -> web.Response:
             filter=[condition_of(item) for item in body.filter],
             headers=body.headers,
             format=body.format,
+            ordering=body.ordering,
+            ordering_key=body.ordering_key,
         )
     except InvalidSubscription as exc:
         raise _invalid(exc) from None
@@ -93,6 +95,8 @@ async def update_subscription(request: web.Request) -> web.Response:
         "filter": None if body.filter is None else [condition_of(i) for i in body.filter],
         "headers": body.headers,
         "format": body.format,
+        "ordering": body.ordering,
+        "ordering_key": body.ordering_key,
     }
     if "max_in_flight" in body.model_fields_set:  # null clears it; absent keeps it
         changes["max_in_flight"] = body.max_in_flight

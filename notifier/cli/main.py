@@ -228,6 +228,8 @@ _ADD_OPTIONS = {
     "max_in_flight": "--max-in-flight",
     "headers": "--headers-file",
     "format": "--format",
+    "ordering": "--ordered",
+    "ordering_key": "--ordering-key",
 }
 
 
@@ -293,6 +295,8 @@ def _add_request(args: argparse.Namespace) -> SubscriptionCreate:
         "filter": args.filters or [],
         "headers": _headers(args.headers_file),
         "format": args.format,
+        "ordering": "key" if args.ordered or args.ordering_key else "none",
+        "ordering_key": args.ordering_key,
     }
     if args.event_types:
         fields["event_types"] = args.event_types
@@ -321,6 +325,8 @@ async def _add(args: argparse.Namespace, conn: asyncpg.Connection, settings: Set
         filter=[condition_of(item) for item in request.filter],
         headers=request.headers,
         format=request.format,
+        ordering=request.ordering,
+        ordering_key=request.ordering_key,
     )
     # The secret is shown once, here, so the receiver can be configured with it.
     print_json({**sub.as_dict(), "secret": sub.secret})
@@ -383,6 +389,17 @@ def _add_subscription_commands(commands: Any) -> None:
         metavar="FILE",
         help="webhooks: a JSON object of HTTP headers to send with every delivery ('-' for "
         "standard input); the values are secrets, never shown again",
+    )
+    add.add_argument(
+        "--ordered",
+        action="store_true",
+        help="send each key's events one at a time, in order (by account for transactions)",
+    )
+    add.add_argument(
+        "--ordering-key",
+        metavar="FIELD",
+        help="the field of the row that is the key (implies --ordered; default account_id "
+        "for transaction events)",
     )
     add.add_argument(
         "--format",

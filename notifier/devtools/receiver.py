@@ -98,15 +98,19 @@ class Receiver:
 
     With a ``secret`` it checks each signature first, as a real receiver must: a request
     whose signature does not hold is answered 401 and not recorded. Per path, answers
-    can be scripted: ``behaviours`` (the status), ``headers`` (sent with it), ``delays``
-    (seconds to wait first). The benchmark times arrivals here, so a request costs no
+    can be scripted: ``behaviours`` (the status, by the path's request count), ``judges``
+    (the status, by the request itself), ``headers`` (sent with it), ``delays`` (seconds
+    to wait first, or a function giving them). ``statuses`` keeps each path's answers
+    in the order of its requests. The benchmark times arrivals here, so a request costs no
     more than reading, checking and keeping it: events are parsed only when asked for.
     """
 
     secret: str | None = None
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    judges: dict[str, Callable[[Received], int]] = field(default_factory=dict)
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
-    delays: dict[str, float] = field(default_factory=dict)
+    delays: dict[str, float | Callable[[], float]] = field(default_factory=dict)
+    statuses: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     received: list[Received] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     port: int = 0
@@ -120,13 +124,20 @@ class Receiver:
         path = request.path
         n = self.counts[path]
         self.counts[path] = n + 1
-        self.received.append(Received(path, request.headers, body, at))
+        received = Received(path, request.headers, body, at)
+        self.received.append(received)
         behaviour = self.behaviours.get(path)
         status = 204 if behaviour is None else behaviour(n)
+        if (judge := self.judges.get(path)) is not None:
+            status = judge(received)
+        self.statuses[path].append(204 if status is None else status)
         if status is None:
             await asyncio.sleep(3600)
             status = 204
-        if delay := self.delays.get(path):
+        delay = self.delays.get(path)
+        if callable(delay):
+            delay = delay()
+        if delay:
             await asyncio.sleep(delay)
         return web.Response(status=status, headers=self.headers.get(path))
 
@@ -151,6 +162,7 @@ class Receiver:
         """Forget what has arrived (scripted answers stay)."""
         self.received.clear()
         self.counts.clear()
+        self.statuses.clear()
 
     def ok_event_ids(self, path: str) -> Counter[str]:
         """How many times each event id was received on ``path``, whatever the answer."""

@@ -140,6 +140,7 @@ async def run_daemon(settings: Settings) -> int:
         )
     )
     outbox = Outbox(pool, settings.lease_seconds)
+    wake = asyncio.Event()
     dispatcher = Dispatcher(
         outbox,
         sink,
@@ -147,9 +148,9 @@ async def run_daemon(settings: Settings) -> int:
         max_in_flight=settings.max_in_flight,
         max_in_flight_per_subscription=settings.max_in_flight_per_subscription,
         held_per_subscription=2 * settings.batch_size,
+        on_key_freed=wake.set,
     )
     stall = StallWatch(outbox, settings.stall_threshold_seconds)
-    wake = asyncio.Event()
     listener = Listener(settings.database_url, wake.set)
     pump = Pump(
         outbox,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from notifier.db.errors import REFUSED_DATA, is_retryable, one_line, retry_delay
@@ -36,8 +36,12 @@ class Dispatcher:
         max_in_flight: int,
         max_in_flight_per_subscription: int,
         held_per_subscription: int,
+        on_key_freed: Callable[[], None] = lambda: None,
     ) -> None:
         self._outbox = outbox
+        # Called once a head of an ordered subscription's key is recorded as finished:
+        # the next of its key can go now, and the claim loop may be parked.
+        self._on_key_freed = on_key_freed
         self._sink = sink
         self._policy = policy
         self._default_limit = max_in_flight_per_subscription
@@ -229,17 +233,23 @@ class Dispatcher:
         return []
 
     def _settled(self, batch: Sequence[Settlement]) -> None:
+        freed = False
         for settled in batch:
-            self._forget(settled.delivery_id, settled.attempt)
+            item = self._forget(settled.delivery_id, settled.attempt)
+            if item is not None and item.destination.key is not None:
+                freed = freed or settled.status != "pending"
         self.progress.set()
+        if freed:
+            self._on_key_freed()
 
-    def _forget(self, delivery_id: int, attempt: int) -> None:
+    def _forget(self, delivery_id: int, attempt: int) -> Claimed | None:
         item = self._held.pop((delivery_id, attempt), None)
         if item is None:
-            return
+            return None
         self._held_by_subscription[item.subscription_id] -= 1
         if self._held_by_subscription[item.subscription_id] <= 0:
             del self._held_by_subscription[item.subscription_id]
+        return item
 
     async def keep_leases(self, interval: float) -> None:
         """Extend the leases of everything held, so only a dead holder loses them."""

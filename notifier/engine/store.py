@@ -99,7 +99,11 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         data=row["data"],
         previous=row["previous"],
         destination=Destination(
-            row["target"], secrets, tuple(json.loads(row["headers"]).items()), row["format"]
+            row["target"],
+            secrets,
+            tuple(json.loads(row["headers"]).items()),
+            row["format"],
+            row["ordering_key"],
         ),
         max_in_flight=row["max_in_flight"],
     )

@@ -42,6 +42,17 @@ def check_replay_range(since: datetime, until: datetime | None) -> None:
         )
 
 
+# How asyncpg reads 'infinity': the next attempt of a delivery waiting behind an earlier
+# event of its key (an ordered subscription) is not scheduled, and shown as null.
+_WAITING = datetime.max
+
+
+def _next_attempt(row: asyncpg.Record) -> str | None:
+    if row["status"] not in UNFINISHED or row["next_attempt_at"] == _WAITING:
+        return None
+    return optional_timestamp(row["next_attempt_at"])
+
+
 def _delivery(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -49,9 +60,7 @@ def _delivery(row: asyncpg.Record) -> dict[str, Any]:
         "subscription_id": row["subscription_id"],
         "status": row["status"],
         "attempts": row["attempts"],
-        "next_attempt_at": (
-            optional_timestamp(row["next_attempt_at"]) if row["status"] in UNFINISHED else None
-        ),
+        "next_attempt_at": _next_attempt(row),
         "last_attempt_at": optional_timestamp(row["last_attempt_at"]),
         "last_outcome": row["last_outcome"],
         "last_status_code": row["last_status_code"],
@@ -159,6 +168,8 @@ class Operations:
             "disabled_reason": row["disabled_reason"],
             "disabled_at": optional_timestamp(row["disabled_at"]),
             "deliveries": counts,
+            "waiting": row["waiting"],
+            "keys_held_back": row["keys_held_back"],
             "last_success_at": optional_timestamp(row["last_success_at"]),
             "last_failure_at": optional_timestamp(row["last_failure_at"]),
             "failing_since": optional_timestamp(row["failing_since"]),

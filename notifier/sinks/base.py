@@ -34,6 +34,7 @@ class Destination:
     secrets: tuple[str, ...] = ()  # signing secrets: current first, then one being rotated out
     headers: tuple[tuple[str, str], ...] = ()  # extra HTTP headers (secret values)
     format: str = "standard-webhooks"  # or "cloudevents" (HTTP: structured mode)
+    key: str | None = None  # the delivery's ordering key, when its subscription is ordered
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,8 @@ class KafkaSink:
                     sent = await producer.send(
                         topic,
                         value=envelope.body,
-                        key=str(envelope.id).encode(),
+                        # The ordering key keeps a key's events in one partition, in order.
+                        key=(destination.key or str(envelope.id)).encode(),
                         headers=headers(envelope, self._source),
                     )
                     metadata = await sent

@@ -34,6 +34,12 @@ _EVENT_TYPE_PATTERN = re.compile(EVENT_TYPE_REGEX)
 RESOLVE_TIMEOUT_SECONDS = 5.0
 
 FORMATS = ("standard-webhooks", "cloudevents")
+ORDERINGS = ("none", "key")
+# A field of the event's row: a column name, as the database's check has it.
+ORDERING_KEY_REGEX = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+_ORDERING_KEY = re.compile(ORDERING_KEY_REGEX)
+# The ledger's topic, whose events are ordered by account unless told otherwise.
+LEDGER_TOPIC, LEDGER_KEY = "transaction", "account_id"
 MAX_HEADERS = 20
 MAX_HEADER_VALUE = 4096
 # An HTTP field name (RFC 9110's token), and a value of visible ASCII and inner spaces.
@@ -173,6 +179,35 @@ def _check_http_extras(url: str, headers: dict[str, str] | None, format: str | N
         raise InvalidSubscription("format", "applies to http(s):// subscriptions only")
 
 
+def _topics(event_types: list[str]) -> set[str] | None:
+    """The topics the patterns name; None when one of them is '*' (any topic)."""
+    if "*" in event_types:
+        return None
+    return {pattern.partition(".")[0] for pattern in event_types}
+
+
+def ordering_key_for(ordering: str, ordering_key: str | None, event_types: list[str]) -> str | None:
+    """The field a subscription is ordered by: None unless ``ordering`` is 'key'; then
+    ``ordering_key``, or account_id for a subscription to transaction events only."""
+    if ordering not in ORDERINGS:
+        raise InvalidSubscription("ordering", f"must be one of {', '.join(ORDERINGS)}")
+    if ordering == "none":
+        if ordering_key is not None:
+            raise InvalidSubscription("ordering_key", "applies only with ordering 'key'")
+        return None
+    if ordering_key is None:
+        if _topics(event_types) != {LEDGER_TOPIC}:
+            raise InvalidSubscription(
+                "ordering_key",
+                "is required unless every event type is a transaction one "
+                f"(which are ordered by {LEDGER_KEY})",
+            )
+        return LEDGER_KEY
+    if not _ORDERING_KEY.fullmatch(ordering_key):
+        raise InvalidSubscription("ordering_key", "must name a field of the event's row")
+    return ordering_key
+
+
 def _stored_filter(conditions: list[Condition] | None) -> str | None:
     if conditions is None:
         return None
@@ -206,6 +241,8 @@ class Subscription:
     max_in_flight: int | None
     headers: dict[str, str]
     format: str
+    ordering: str
+    ordering_key: str | None
     secret: str
     previous_secret: str | None
     previous_secret_expires_at: datetime | None
@@ -234,6 +271,8 @@ class Subscription:
             "filter": [c.as_dict() for c in self.filter],
             "headers": dict.fromkeys(self.headers, MASK),
             "format": self.format,
+            "ordering": self.ordering,
+            "ordering_key": self.ordering_key,
             "enabled": self.enabled,
             "disabled_reason": self.disabled_reason,
             "disabled_at": optional_timestamp(self.disabled_at),
@@ -271,24 +310,46 @@ class SubscriptionStore:
         filter: list[Condition] | None = None,
         headers: dict[str, str] | None = None,
         format: str = "standard-webhooks",
+        ordering: str = "none",
+        ordering_key: str | None = None,
     ) -> Subscription:
         """Store a new subscription; a secret is generated when none is given."""
         url = await check_target(url, allow_private=self._allow_private)
         _check_http_extras(url, headers, format)
+        event_types = validate_event_types(event_types or ["*"])
+        ordering_key = await self._ordering_key(ordering, ordering_key, event_types)
         record = await self._db.fetchrow(
             self._queries["create"],
             url,
             description,
-            validate_event_types(event_types or ["*"]),
+            event_types,
             validate_secret(secret) if secret is not None else generate_secret(),
             max_in_flight,
             enabled,
             _stored_filter(filter or []),
             json.dumps(validate_headers(headers or {})),
             validate_format(format),
+            ordering,
+            ordering_key,
         )
         assert record is not None
         return Subscription.from_record(record)
+
+    async def _ordering_key(
+        self, ordering: str, ordering_key: str | None, event_types: list[str]
+    ) -> str | None:
+        """``ordering_key_for``, and the field must exist in every watched topic's table
+        the event types name (only '*' can name topics not watched yet)."""
+        field = ordering_key_for(ordering, ordering_key, event_types)
+        topics = _topics(event_types)
+        if field is None or topics is None:
+            return field
+        rows = await self._db.fetch(self._queries["key_fields"], sorted(topics), field)
+        if missing := sorted(row["topic"] for row in rows if not row["has_field"]):
+            raise InvalidSubscription(
+                "ordering_key", f"{field} is not a field of the {', '.join(missing)} rows"
+            )
+        return field
 
     async def get(self, subscription_id: int) -> Subscription | None:
         record = await self._db.fetchrow(self._queries["get"], subscription_id)
@@ -317,15 +378,29 @@ class SubscriptionStore:
         filter: list[Condition] | None = None,
         headers: dict[str, str] | None = None,
         format: str | None = None,
+        ordering: str | None = None,
+        ordering_key: str | None = None,
     ) -> Subscription | None:
         """Change the given fields; ``enabled=True`` also clears the disabled reason.
 
         ``filter`` and ``headers`` replace what was there (empty removes them); None
-        keeps them.
+        keeps them. ``ordering`` (with ``ordering_key``) applies to events fanned out
+        from then on; turned off, what waited behind a key's head goes at once.
         """
         if url is not None:
             url = await check_target(url, allow_private=self._allow_private)
             _check_http_extras(url, headers, format)
+        if ordering is None and ordering_key is not None:
+            raise InvalidSubscription("ordering_key", "is set together with ordering")
+        if ordering is not None:
+            current = await self.get(subscription_id)
+            if current is None:
+                return None
+            ordering_key = await self._ordering_key(
+                ordering, ordering_key, event_types or current.event_types
+            )
+            if ordering == "none":
+                await self._db.execute(self._queries["release_waiting"], subscription_id)
         try:
             record = await self._db.fetchrow(
                 self._queries["update"],
@@ -340,6 +415,8 @@ class SubscriptionStore:
                 _stored_filter(filter),
                 None if headers is None else json.dumps(validate_headers(headers)),
                 None if format is None else validate_format(format),
+                ordering,
+                ordering_key,
             )
         except asyncpg.CheckViolationError as exc:
             if exc.constraint_name != "subscriptions_http_extras":

@@ -36,23 +36,40 @@ SELECT s.id, s.enabled, s.disabled_reason, s.disabled_at, s.last_success_at,
        s.last_failure_at, s.failing_since, s.consecutive_failures,
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')::text
           FROM (SELECT status, count(*) AS n FROM notifier.deliveries
-                 WHERE subscription_id = s.id GROUP BY status) AS c) AS counts
+                 WHERE subscription_id = s.id GROUP BY status) AS c) AS counts,
+       (SELECT count(*) FROM notifier.deliveries
+         WHERE subscription_id = s.id AND status = 'pending'
+           AND next_attempt_at = 'infinity') AS waiting,
+       (SELECT count(*) FROM notifier.ordering_keys
+         WHERE subscription_id = s.id AND head IS NOT NULL AND waiting > 0) AS keys_held_back
   FROM notifier.subscriptions s
  WHERE s.id = $1;
 
 -- name: retry
 -- Schedule one delivery again, due now, with the whole retry schedule ahead of it
--- (attempts, the fencing token, keeps counting). One being attempted is left alone.
+-- (attempts, the fencing token, keeps counting). One being attempted is left alone. A
+-- delivery of an ordered subscription that is not its key's head waits for its turn.
 WITH target AS (
-    SELECT id, status FROM notifier.deliveries WHERE id = $1 FOR UPDATE
+    SELECT d.id, d.status, d.subscription_id, d.ordering_key,
+           d.status = 'pending' AND d.next_attempt_at = 'infinity' AS waiting,
+           notifier.is_key_head(d.subscription_id, d.ordering_key, d.event_id) AS head
+      FROM notifier.deliveries d WHERE d.id = $1 FOR UPDATE
 ),
 retried AS (
     UPDATE notifier.deliveries d
-       SET status = 'pending', next_attempt_at = now(), schedule_offset = d.attempts,
+       SET status = 'pending',
+           next_attempt_at = CASE WHEN target.head THEN now() ELSE 'infinity' END,
+           schedule_offset = d.attempts,
            completed_at = NULL, updated_at = now()
       FROM target
      WHERE d.id = target.id AND target.status <> 'in_flight'
     RETURNING d.id
+),
+counted AS (
+    INSERT INTO notifier.ordering_keys AS k (subscription_id, key, waiting)
+    SELECT subscription_id, ordering_key, 1 FROM target
+     WHERE NOT head AND NOT waiting AND status <> 'in_flight'
+        ON CONFLICT (subscription_id, key) DO UPDATE SET waiting = k.waiting + 1
 )
 SELECT target.status AS previous_status, EXISTS (SELECT 1 FROM retried) AS retried
   FROM target;
@@ -81,7 +98,7 @@ WITH scan AS (
      LIMIT $6
 ),
 candidates AS (
-    SELECT scan.id
+    SELECT scan.id, notifier.delivery_key(scan.data, s.ordering_key) AS ordering_key
       FROM scan, notifier.subscriptions s
      WHERE s.id = $1
        AND scan.created_at >= $3::timestamptz
@@ -91,11 +108,22 @@ candidates AS (
        AND ($5::text <> 'recover' OR s.created_at <= scan.created_at)
        AND NOT EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = scan.id)
 ),
+waiting_before AS (
+    -- Deliveries of an ordered subscription already waiting behind their key's head.
+    SELECT d.event_id FROM notifier.deliveries d
+     WHERE d.subscription_id = $1 AND d.event_id IN (SELECT id FROM candidates)
+       AND d.status = 'pending' AND d.next_attempt_at = 'infinity'
+),
 scheduled AS (
-    INSERT INTO notifier.deliveries AS d (event_id, subscription_id)
-    SELECT id, $1 FROM candidates
+    -- Ordered: each one waits for its key's turn (sql/014), unless it is the head.
+    INSERT INTO notifier.deliveries AS d (event_id, subscription_id, ordering_key, next_attempt_at)
+    SELECT id, $1, ordering_key, CASE WHEN ordering_key IS NULL THEN now() ELSE 'infinity' END
+      FROM candidates
         ON CONFLICT (event_id, subscription_id) DO UPDATE
-       SET status = 'pending', next_attempt_at = now(), schedule_offset = d.attempts,
+       SET status = 'pending',
+           next_attempt_at = CASE WHEN notifier.is_key_head(d.subscription_id, d.ordering_key, d.event_id)
+                                  THEN now() ELSE 'infinity' END,
+           schedule_offset = d.attempts,
            completed_at = NULL, updated_at = now()
      WHERE CASE $5::text
                WHEN 'recover' THEN d.status = 'dead'
@@ -103,7 +131,15 @@ scheduled AS (
                WHEN 'replay_again' THEN d.status <> 'in_flight'
                ELSE false
            END
-    RETURNING xmax = 0 AS inserted
+    RETURNING xmax = 0 AS inserted, d.event_id, d.ordering_key,
+              d.next_attempt_at = 'infinity' AS waiting
+),
+counted AS (
+    INSERT INTO notifier.ordering_keys AS k (subscription_id, key, waiting)
+    SELECT $1, ordering_key, count(*) FROM scheduled
+     WHERE waiting AND event_id NOT IN (SELECT event_id FROM waiting_before)
+     GROUP BY ordering_key
+        ON CONFLICT (subscription_id, key) DO UPDATE SET waiting = k.waiting + excluded.waiting
 )
 SELECT (SELECT uid FROM scan ORDER BY uid DESC LIMIT 1) AS last_uid,
        (SELECT count(*) FROM scan) AS scanned,

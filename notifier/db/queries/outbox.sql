@@ -5,11 +5,17 @@
 --   counts; a subscription not listed has room $5)   $6 due deliveries to claim
 --   $7 whether to disarm the doorbell when work is found.
 -- New deliveries beyond a subscription's room are inserted as pending, due now. A
--- delivery an operator's replay created first is left alone (ON CONFLICT).
+-- delivery an operator's replay created first is left alone (ON CONFLICT). For ordered
+-- subscriptions, only a key's head may go: the rest wait behind it (sql/014), and keys
+-- whose head finished get their next one as head here.
 -- Always returns one row at least: fanned_events, then the claimed delivery (or NULLs).
 WITH queued AS (
+    -- One daemon fans out at a time (the lock lasts to the end of this statement), in
+    -- event order: the deliveries of a key are then made in the order of its events,
+    -- which ordered subscriptions rely on. A daemon that finds it taken only claims.
     DELETE FROM notifier.event_queue
      WHERE event_id = ANY (ARRAY(SELECT event_id FROM notifier.event_queue
+                                  WHERE pg_try_advisory_xact_lock(8403, 1)
                                   ORDER BY event_id
                                   LIMIT $1
                                     FOR UPDATE SKIP LOCKED))
@@ -24,26 +30,87 @@ batch AS MATERIALIZED (
 room AS (
     SELECT * FROM unnest($3::bigint[], $4::int[]) AS r (subscription_id, n)
 ),
-fanned AS (
+matched AS (
     SELECT e.id AS event_id, s.id AS subscription_id,
-           row_number() OVER (PARTITION BY s.id ORDER BY e.id) <= coalesce(r.n, $5) AS claim
+           notifier.delivery_key(e.data, s.ordering_key) AS ordering_key
       FROM batch e
       JOIN notifier.subscriptions s
         ON s.enabled
        AND s.created_at <= e.created_at
        AND notifier.type_matches(e.type, s.event_types)
        AND (s.filter = '[]' OR notifier.row_matches(e.data, s.filter))
-      LEFT JOIN room r ON r.subscription_id = s.id
+),
+keys AS (
+    -- Each key of this batch: its first event becomes the head if the key has none and
+    -- nothing waiting; every other event of it waits.
+    INSERT INTO notifier.ordering_keys AS k (subscription_id, key, head, waiting)
+    SELECT subscription_id, ordering_key, min(event_id), count(*) - 1
+      FROM matched
+     WHERE ordering_key IS NOT NULL
+     GROUP BY subscription_id, ordering_key
+        ON CONFLICT (subscription_id, key) DO UPDATE
+       SET head = CASE WHEN k.head IS NULL AND k.waiting = 0 THEN excluded.head ELSE k.head END,
+           waiting = k.waiting + excluded.waiting
+                     + CASE WHEN k.head IS NULL AND k.waiting = 0 THEN 0 ELSE 1 END
+    RETURNING subscription_id, key, head
+),
+fanned AS (
+    SELECT m.event_id, m.subscription_id, m.ordering_key,
+           m.ordering_key IS NULL OR k.head = m.event_id AS head
+      FROM matched m
+      LEFT JOIN keys k ON k.subscription_id = m.subscription_id AND k.key = m.ordering_key
+),
+ranked AS (
+    SELECT f.*,
+           f.head AND row_number() OVER (PARTITION BY f.subscription_id, f.head
+                                         ORDER BY f.event_id) <= coalesce(r.n, $5) AS claim
+      FROM fanned f
+      LEFT JOIN room r ON r.subscription_id = f.subscription_id
 ),
 inserted AS (
-    INSERT INTO notifier.deliveries (event_id, subscription_id, status, attempts, next_attempt_at)
-    SELECT event_id, subscription_id,
+    INSERT INTO notifier.deliveries
+           (event_id, subscription_id, ordering_key, status, attempts, next_attempt_at)
+    SELECT event_id, subscription_id, ordering_key,
            CASE WHEN claim THEN 'in_flight' ELSE 'pending' END,
            CASE WHEN claim THEN 1 ELSE 0 END,
-           CASE WHEN claim THEN now() + make_interval(secs => $2) ELSE now() END
-      FROM fanned
+           CASE WHEN claim THEN now() + make_interval(secs => $2)
+                WHEN head THEN now()
+                ELSE 'infinity' END
+      FROM ranked
         ON CONFLICT (event_id, subscription_id) DO NOTHING
-    RETURNING id, event_id, subscription_id, status, attempts, schedule_offset
+    RETURNING id, event_id, subscription_id, status, attempts, schedule_offset, ordering_key
+),
+freed AS (
+    -- Keys whose head finished while others wait: the earliest waiting becomes the head.
+    -- Locked, so that a key gets one new head whoever else claims at the same time; a
+    -- key whose waiting deliveries this statement cannot see yet is left for the next.
+    UPDATE notifier.ordering_keys k
+       SET head = n.event_id, waiting = k.waiting - 1
+      FROM (SELECT f.subscription_id, f.key,
+                   (SELECT w.event_id FROM notifier.deliveries w
+                     WHERE w.subscription_id = f.subscription_id AND w.ordering_key = f.key
+                       AND w.status = 'pending' AND w.next_attempt_at = 'infinity'
+                     ORDER BY w.event_id LIMIT 1) AS event_id
+              FROM notifier.ordering_keys f
+              JOIN notifier.subscriptions s ON s.id = f.subscription_id AND s.enabled
+             WHERE f.head IS NULL AND f.waiting > 0
+             LIMIT $6
+               FOR UPDATE OF f SKIP LOCKED) AS n
+     WHERE k.subscription_id = n.subscription_id AND k.key = n.key
+       AND n.event_id IS NOT NULL AND k.head IS NULL
+    RETURNING k.subscription_id, k.key, k.head
+),
+promoted AS (
+    UPDATE notifier.deliveries d
+       SET status = 'in_flight',
+           attempts = d.attempts + 1,
+           next_attempt_at = now() + make_interval(secs => $2),
+           updated_at = now()
+      FROM freed f
+     WHERE d.subscription_id = f.subscription_id AND d.ordering_key = f.key
+       AND d.event_id = f.head AND d.status = 'pending'
+    RETURNING d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.schedule_offset,
+              d.ordering_key
 ),
 due AS (
     UPDATE notifier.deliveries d
@@ -57,20 +124,26 @@ due AS (
                      WHERE c.status IN ('pending', 'in_flight')
                        AND c.next_attempt_at <= now()
                        AND c.subscription_id NOT IN (SELECT subscription_id FROM room WHERE n <= 0)
+                       -- Ordered: only its key's head (anything else due is a mistake to
+                       -- wait out, never to send out of order).
+                       AND notifier.is_key_head(c.subscription_id, c.ordering_key, c.event_id)
                      ORDER BY c.next_attempt_at
                      LIMIT $6
                        FOR UPDATE OF c SKIP LOCKED)
-    RETURNING d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.schedule_offset
+    RETURNING d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.schedule_offset,
+              d.ordering_key
 ),
 claimed AS (
-    SELECT id, event_id, subscription_id, attempts, schedule_offset
+    SELECT id, event_id, subscription_id, attempts, schedule_offset, ordering_key
       FROM inserted WHERE status = 'in_flight'
     UNION ALL
-    SELECT id, event_id, subscription_id, attempts, schedule_offset FROM due
+    SELECT id, event_id, subscription_id, attempts, schedule_offset, ordering_key FROM promoted
+    UNION ALL
+    SELECT id, event_id, subscription_id, attempts, schedule_offset, ordering_key FROM due
 ),
 claimed_events AS (
-    SELECT c.id, c.attempts, c.schedule_offset, c.subscription_id, e.uid, e.type,
-           e.created_at, e.data, e.previous, e.table_schema, e.table_name
+    SELECT c.id, c.attempts, c.schedule_offset, c.subscription_id, c.ordering_key, e.uid,
+           e.type, e.created_at, e.data, e.previous, e.table_schema, e.table_name
       FROM claimed c
       JOIN notifier.events e ON e.id = c.event_id
 ),
@@ -84,7 +157,8 @@ sources AS (
 disarmed AS (
     UPDATE notifier.doorbell SET armed = false
      WHERE armed AND $7::boolean
-       AND (EXISTS (SELECT 1 FROM queued) OR EXISTS (SELECT 1 FROM due))
+       AND (EXISTS (SELECT 1 FROM queued) OR EXISTS (SELECT 1 FROM due)
+            OR EXISTS (SELECT 1 FROM promoted))
 )
 SELECT stats.fanned_events,
        c.id AS delivery_id, c.attempts, c.schedule_offset, c.subscription_id,
@@ -93,7 +167,7 @@ SELECT stats.fanned_events,
        notifier.contract_timestamps(c.previous, src.columns)::text AS previous,
        s.url AS target, s.secret,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
-       s.max_in_flight, s.headers::text AS headers, s.format
+       s.max_in_flight, s.headers::text AS headers, s.format, c.ordering_key
   FROM (SELECT count(*) AS fanned_events FROM queued) AS stats
   LEFT JOIN claimed_events c ON true
   LEFT JOIN sources src ON src.table_schema = c.table_schema AND src.table_name = c.table_name
@@ -126,7 +200,18 @@ settled AS (
            updated_at = now()
       FROM outcome o
      WHERE d.id = o.delivery_id AND d.attempts = o.attempt AND d.status = 'in_flight'
-    RETURNING d.subscription_id, o.status = 'succeeded' AS ok, o.started_at
+    RETURNING d.subscription_id, o.status = 'succeeded' AS ok, o.started_at, o.status,
+              d.ordering_key, d.event_id
+),
+freed AS (
+    -- A head that succeeded or died frees its key; the next claim picks its next head.
+    UPDATE notifier.ordering_keys k
+       SET head = NULL
+      FROM settled f
+     WHERE f.ordering_key IS NOT NULL AND f.status IN ('succeeded', 'dead')
+       AND k.subscription_id = f.subscription_id AND k.key = f.ordering_key
+       AND k.head = f.event_id
+    RETURNING k.waiting
 ),
 health AS (
     SELECT subscription_id, bool_or(ok) AS ok, count(*) FILTER (WHERE NOT ok) AS failures,
@@ -183,14 +268,22 @@ UPDATE notifier.deliveries d
 UPDATE notifier.doorbell SET armed = true WHERE NOT armed;
 
 -- name: recheck
--- After arming: is there work, when is the next retry due (seconds, NULL if none), and
+-- After arming: is there work (events to fan out, a freed key with deliveries waiting),
+-- when is the next retry due (seconds, NULL if none), and
 -- is any other transaction in progress (it may have read the bell before it was armed
 -- and will commit without ringing). $1: subscriptions with no room, not counted as work.
-SELECT EXISTS (SELECT 1 FROM notifier.event_queue) AS queued,
+SELECT EXISTS (SELECT 1 FROM notifier.event_queue)
+       OR EXISTS (SELECT 1 FROM notifier.ordering_keys k
+                   WHERE k.head IS NULL AND k.waiting > 0
+                     AND EXISTS (SELECT 1 FROM notifier.deliveries w
+                                  WHERE w.subscription_id = k.subscription_id
+                                    AND w.ordering_key = k.key AND w.status = 'pending'
+                                    AND w.next_attempt_at = 'infinity')) AS queued,
        (SELECT extract(epoch FROM c.next_attempt_at - now())::float8
           FROM notifier.deliveries c
           JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
          WHERE c.status IN ('pending', 'in_flight')
+           AND c.next_attempt_at < 'infinity'
            AND c.subscription_id <> ALL ($1::bigint[])
          ORDER BY c.next_attempt_at
          LIMIT 1) AS next_due_in,

@@ -2,11 +2,11 @@
 -- Created disabled ($6 false), it is marked as disabled by whoever created it.
 INSERT INTO notifier.subscriptions
        (url, description, event_types, secret, max_in_flight, enabled, disabled_reason, disabled_at,
-        filter, headers, format)
+        filter, headers, format, ordering, ordering_key)
 VALUES ($1, $2, $3, $4, $5, $6,
         CASE WHEN $6 THEN NULL ELSE 'created disabled' END,
         CASE WHEN $6 THEN NULL ELSE now() END,
-        $7::jsonb, $8::jsonb, $9)
+        $7::jsonb, $8::jsonb, $9, $10, $11)
 RETURNING *;
 
 -- name: get
@@ -28,6 +28,8 @@ UPDATE notifier.subscriptions
        filter = coalesce($9::jsonb, filter),
        headers = coalesce($10::jsonb, headers),
        format = coalesce($11, format),
+       ordering = coalesce($12, ordering),
+       ordering_key = CASE WHEN $12 IS NULL THEN ordering_key ELSE $13 END,
        max_in_flight = CASE WHEN $5::boolean THEN $6 ELSE max_in_flight END,
        enabled = coalesce($7, enabled),
        disabled_reason = CASE WHEN $7 IS NULL THEN disabled_reason
@@ -56,3 +58,26 @@ RETURNING *;
 
 -- name: delete
 DELETE FROM notifier.subscriptions WHERE id = $1 RETURNING id;
+
+-- name: key_fields
+-- Of the watched topics in $1, whether each one's table has a column $2.
+SELECT w.topic,
+       EXISTS (SELECT 1 FROM pg_attribute a
+                WHERE a.attrelid = w.table_name AND a.attname = $2
+                  AND a.attnum > 0 AND NOT a.attisdropped) AS has_field
+  FROM notifier.watched_tables w
+ WHERE w.topic = ANY ($1::text[]);
+
+-- name: release_waiting
+-- A subscription no longer ordered: its unfinished deliveries go unordered, and those
+-- that waited behind a key's head are due now.
+WITH released AS (
+    UPDATE notifier.deliveries
+       SET ordering_key = NULL,
+           next_attempt_at = CASE WHEN next_attempt_at = 'infinity' THEN now()
+                                  ELSE next_attempt_at END,
+           updated_at = now()
+     WHERE subscription_id = $1 AND status IN ('pending', 'in_flight')
+       AND ordering_key IS NOT NULL
+)
+DELETE FROM notifier.ordering_keys WHERE subscription_id = $1;
