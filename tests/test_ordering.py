@@ -248,3 +248,29 @@ async def test_a_dead_head_lets_its_key_move_on_and_recover_sends_it(
     assert receiver.by_path()["/ordered"][-1].event["data"]["amount"] == 13
     assert await statuses(pool) == {"succeeded": 4}
     assert first not in {r.event["data"]["id"] for r in receiver.received}
+
+
+async def test_replay_to_an_ordered_subscription_keeps_each_key_in_order(
+    database_url: str, pool: asyncpg.Pool, receiver: Receiver, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    accounts = await _accounts(pool, 5)
+    for _ in range(20):
+        await pool.execute(
+            "INSERT INTO transactions (account_id, kind, amount) "
+            "SELECT id, 'top_up', 1 FROM unnest($1::bigint[]) AS id",
+            accounts,
+        )
+    await pool.execute("DELETE FROM notifier.event_queue")  # fanned out before it existed
+    chance = random.Random(16)
+    receiver.behaviours["/replayed"] = lambda _n: 500 if chance.random() < 0.3 else 204
+    subscription = await SubscriptionStore(pool, allow_private_targets=True).create(
+        receiver.url("/replayed"), event_types=["transaction.*"], ordering="key", max_in_flight=64
+    )
+    start(daemons, database_url, tmp_path, NOTIFIER_RETRY_SCHEDULE=FAST_RETRIES)
+    scheduled = await Operations(pool).replay(
+        subscription.id, datetime.now(UTC) - timedelta(hours=1), None, again=False
+    )
+    assert scheduled.as_dict()["scheduled"] == 100
+    await wait_until(lambda: settled(pool, 100), what="the replayed events")
+    _every, accepted = _arrivals(receiver, "/replayed")
+    assert accepted == await _ledger(pool, accounts)

@@ -132,6 +132,47 @@ async def test_a_topic_template_names_the_topic_and_consume_refuses_one(
     assert {m.metadata["ce_type"] for m in collected.messages} == {"transaction.created"}
 
 
+async def test_an_ordered_subscription_keys_each_record_by_its_account(
+    database_url: str,
+    pool: asyncpg.Pool,
+    daemons: list[Daemon],
+    tmp_path: Path,
+    tansu: Tansu,
+) -> None:
+    topic = await tansu.create_topic(partitions=3)
+    url = tansu.url(topic)
+    await SubscriptionStore(pool, allow_private_targets=True).create(
+        url, event_types=["transaction.*"], ordering="key"
+    )
+    accounts = [
+        row["id"]
+        for row in await pool.fetch(
+            "INSERT INTO accounts (currency) SELECT 'USD' FROM generate_series(1, 3) RETURNING id"
+        )
+    ]
+    async with consuming(url) as collected:
+        start(daemons, database_url, tmp_path)
+        for _ in range(10):
+            await pool.execute(
+                "INSERT INTO transactions (account_id, kind, amount) "
+                "SELECT id, 'top_up', 1 FROM unnest($1::bigint[]) AS id",
+                accounts,
+            )
+        await wait_until(lambda: len(collected.messages) >= 30, what="30 messages")
+    # The key is the account: each account's records share one partition, in order.
+    for message in collected.messages:
+        body = message.as_json()["body"]
+        assert message.metadata["key"] == str(body["data"]["account_id"])
+    for account in accounts:
+        ids = [
+            m.as_json()["body"]["data"]["id"]
+            for m in collected.messages
+            if m.metadata["key"] == str(account)
+        ]
+        assert ids == sorted(ids)
+        assert len(ids) == 10
+
+
 async def test_broker_down_10_s_mid_stream_then_everything_arrives(
     database_url: str,
     pool: asyncpg.Pool,

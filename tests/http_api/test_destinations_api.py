@@ -163,3 +163,76 @@ async def test_moving_a_webhook_with_extras_to_a_broker_is_422_until_they_are_cl
     )
     assert moved.status == 200, await moved.text()
     assert (await moved.json())["url"] == "nats://nats.internal/wallet.events"
+
+
+async def test_ordering_by_account_is_the_default_key_for_transaction_events(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/subscriptions",
+        json={"url": "https://example.com/", "event_types": ["transaction.*"], "ordering": "key"},
+    )
+    assert response.status == 201, await response.text()
+    created = await response.json()
+    assert (created["ordering"], created["ordering_key"]) == ("key", "account_id")
+    listed = await (await client.get(f"/subscriptions/{created['id']}")).json()
+    assert (listed["ordering"], listed["ordering_key"]) == ("key", "account_id")
+    off = await client.patch(f"/subscriptions/{created['id']}", json={"ordering": "none"})
+    assert (await off.json())["ordering_key"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({"ordering": "key"}, "ordering_key", "is required unless every event type"),
+        (
+            {"ordering": "key", "event_types": ["transaction.*"], "ordering_key": "tenant"},
+            "ordering_key",
+            "tenant is not a field of the transaction rows",
+        ),
+        (
+            {"ordering": "key", "ordering_key": "account-id", "event_types": ["transaction.*"]},
+            "ordering_key",
+            "",
+        ),
+        ({"ordering_key": "account_id"}, "ordering_key", "applies only with ordering 'key'"),
+        ({"ordering": "sorted"}, "ordering", ""),
+    ],
+)
+async def test_bad_ordering_is_422(
+    client: Client, dba: psycopg.Connection[Any], body: dict[str, Any], field: str, says: str
+) -> None:
+    response = await client.post("/subscriptions", json={"url": "https://example.com/", **body})
+    assert response.status == 422, await response.text()
+    errors = (await response.json())["errors"]
+    assert errors[0]["field"] == field
+    assert says in errors[0]["message"]
+    assert dba.execute("SELECT count(*) FROM notifier.subscriptions").fetchone() == (0,)
+
+
+async def test_ordering_by_another_field_of_a_watched_table(
+    client: Client, dba: psycopg.Connection[Any]
+) -> None:
+    dba.execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer text)")
+    dba.execute("SELECT notifier.watch('orders', 'order')")
+    ok = await client.post(
+        "/subscriptions",
+        json={
+            "url": "https://example.com/",
+            "event_types": ["order.*"],
+            "ordering": "key",
+            "ordering_key": "customer",
+        },
+    )
+    assert ok.status == 201, await ok.text()
+    bad = await client.post(
+        "/subscriptions",
+        json={
+            "url": "https://example.com/",
+            "event_types": ["order.*", "transaction.created"],
+            "ordering": "key",
+            "ordering_key": "customer",
+        },
+    )
+    assert bad.status == 422
+    assert "customer is not a field of the transaction rows" in await bad.text()
