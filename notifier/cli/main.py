@@ -166,6 +166,7 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
             clients=args.clients,
             keep=args.keep,
             sink=_sink_option(args.sink),
+            ordered=args.ordered,
         )
     )
 
@@ -190,6 +191,11 @@ def _add_bench_command(commands: Any) -> None:
         metavar="URL",
         help="measure a broker destination (amqp://, kafka://, nats://), read back by its "
         f"consumer, instead of a webhook receiver; {URL_SOURCES_HELP}",
+    )
+    cmd.add_argument(
+        "--ordered",
+        action="store_true",
+        help="measure a subscription ordered by account, over 64 accounts",
     )
     cmd.set_defaults(handler=_run_bench)
 

@@ -31,6 +31,8 @@ from notifier.sinks.targets import masked
 from notifier.subscriptions.store import SubscriptionStore, generate_secret
 
 ACCOUNTS = 1000
+# An ordered subscription is measured over this many accounts, each one key.
+ORDERED_ACCOUNTS = 64
 INSERT = "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 1) RETURNING id"
 BULK_INSERT = (
     "INSERT INTO transactions (account_id, kind, amount) "
@@ -139,7 +141,7 @@ async def _wait_for(receiver: Arrivals, count: int, seconds: float, daemon: Daem
 
 
 async def steady_latency(
-    url: str, receiver: Arrivals, log_dir: Path, rate: float, seconds: float
+    url: str, receiver: Arrivals, log_dir: Path, rate: float, seconds: float, accounts: int
 ) -> dict[str, float]:
     """(a) Latency from capture to arrival with a steady stream of single-row commits."""
     async with _daemon(url, log_dir) as daemon:
@@ -154,7 +156,7 @@ async def steady_latency(
                 delay = start + n / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                committed.append((await conn.fetchval(INSERT, 1 + n % ACCOUNTS), time.time()))
+                committed.append((await conn.fetchval(INSERT, 1 + n % accounts), time.time()))
             achieved = total / (loop.time() - start)
             await _wait_for(receiver, total, 30, daemon)
         finally:
@@ -178,12 +180,14 @@ async def steady_latency(
     }
 
 
-async def drain(url: str, receiver: Arrivals, log_dir: Path, backlog: int) -> dict[str, float]:
+async def drain(
+    url: str, receiver: Arrivals, log_dir: Path, backlog: int, accounts: int
+) -> dict[str, float]:
     """(b) One daemon started on a backlog written while none was running."""
     conn = await asyncpg.connect(url)
     try:
         for done in range(0, backlog, 5000):
-            await conn.execute(BULK_INSERT, ACCOUNTS, min(5000, backlog - done))
+            await conn.execute(BULK_INSERT, accounts, min(5000, backlog - done))
     finally:
         await conn.close()
     receiver.clear()
@@ -309,6 +313,7 @@ async def run_bench(
     clients: int,
     keep: bool,
     sink: str | None = None,
+    ordered: bool = False,
 ) -> int:
     """Run the three measurements and print their figures."""
     url, secret = await _prepare(admin_url, database)
@@ -320,13 +325,23 @@ async def run_bench(
         receiver = await BrokerArrivals(sink).start()
         target = sink
     conn = await connect(url)
-    await SubscriptionStore(conn, allow_private_targets=True).create(target, secret=secret)
+    await SubscriptionStore(conn, allow_private_targets=True).create(
+        target,
+        secret=secret,
+        event_types=["transaction.*"],
+        ordering="key" if ordered else "none",
+    )
+    accounts = ORDERED_ACCOUNTS if ordered else ACCOUNTS
     await conn.close()
     log_dir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
     shown = "a webhook receiver" if sink is None else masked(sink)
-    print(f"bench database {database}, destination {shown}; daemon logs in {log_dir}", flush=True)
+    how = f"ordered by account over {accounts} accounts" if ordered else "unordered"
+    print(
+        f"bench database {database}, destination {shown}, {how}; daemon logs in {log_dir}",
+        flush=True,
+    )
     try:
-        a = await steady_latency(url, receiver, log_dir, rate, seconds)
+        a = await steady_latency(url, receiver, log_dir, rate, seconds, accounts)
         print(
             f"(a) latency at {a['rate']:.0f} events/s ({a['events']:.0f} events): "
             f"from capture (the event timestamp, before COMMIT) p50 {a['p50_ms']:.2f} ms, "
@@ -335,7 +350,7 @@ async def run_bench(
             f"{a['copies']:.0f} arrived twice",
             flush=True,
         )
-        b = await drain(url, receiver, log_dir, backlog)
+        b = await drain(url, receiver, log_dir, backlog, accounts)
         print(
             f"(b) drain of {b['events']:.0f} events: {b['rate']:.0f} events/s "
             f"(first to last delivery; {b['rate_from_start']:.0f}/s counting daemon start-up, "
