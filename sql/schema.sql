@@ -628,7 +628,7 @@ CREATE TABLE notifier.subscriptions (
     CONSTRAINT subscriptions_ordering_key_name CHECK ((ordering_key ~ '^[A-Za-z_][A-Za-z0-9_]{0,62}$'::text)),
     CONSTRAINT subscriptions_ordering_key_set CHECK (((ordering = 'key'::text) = (ordering_key IS NOT NULL))),
     CONSTRAINT subscriptions_secret_format CHECK ((secret ~ '^whsec_'::text)),
-    CONSTRAINT subscriptions_url_scheme CHECK ((url ~* '^(https?|amqps?|kafka|nats)://'::text))
+    CONSTRAINT subscriptions_url_scheme CHECK ((url ~* '^(https?|amqps?|kafka|nats|sqs|sns|eventbridge)://'::text))
 );
 
 --

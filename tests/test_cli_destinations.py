@@ -119,7 +119,7 @@ def test_bad_headers_files_are_refused(
     [
         (["consume", "https://example.com/"], "for webhooks run `notifier receiver`"),
         (["consume", "ftp://example.com/"], "no destination is served by ftp scheme"),
-        (["dev", "--sink", "https://example.com/"], "--sink: takes a broker URL"),
+        (["dev", "--sink", "https://example.com/"], "--sink: takes a broker or AWS URL"),
         (["dev", "--sink", "kafka://h:9092"], "--sink: must name a topic"),
     ],
 )

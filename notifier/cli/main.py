@@ -128,7 +128,9 @@ def _sink_option(url: str | None) -> str | None:
         validate_url(url)
         kind = kind_of(url)
         if kind is WEBHOOK:
-            raise CliError("--sink: takes a broker URL (amqp://, kafka://, nats://)")
+            raise CliError(
+                "--sink: takes a broker or AWS URL (amqp://, kafka://, nats://, sqs://, ...)"
+            )
         require(kind)
     except InvalidSubscription as exc:
         raise CliError(f"--sink: {exc.message}") from None

@@ -26,7 +26,7 @@ log = get_logger("notifier.sinks")
 class Kind:
     """One kind of destination."""
 
-    name: str  # the metrics' ``sink`` label: webhook, rabbitmq, kafka, nats
+    name: str  # the metrics' ``sink`` label: webhook, rabbitmq, kafka, nats, aws
     module: str  # the module of its sink, imported on first use
     library: str | None  # the client library it needs, when that is an optional extra
     extra: str | None  # the extra that installs it
@@ -36,6 +36,7 @@ WEBHOOK = Kind("webhook", "notifier.sinks.http", None, None)
 RABBITMQ = Kind("rabbitmq", "notifier.sinks.amqp", "aio_pika", "rabbitmq")
 KAFKA = Kind("kafka", "notifier.sinks.kafka", "aiokafka", "kafka")
 NATS = Kind("nats", "notifier.sinks.nats", "nats", "nats")
+AWS = Kind("aws", "notifier.sinks.aws", "aiobotocore", "aws")
 
 SCHEMES: dict[str, Kind] = {
     "http": WEBHOOK,
@@ -44,6 +45,9 @@ SCHEMES: dict[str, Kind] = {
     "amqps": RABBITMQ,
     "kafka": KAFKA,
     "nats": NATS,
+    "sqs": AWS,
+    "sns": AWS,
+    "eventbridge": AWS,
 }
 KINDS = tuple(dict.fromkeys(SCHEMES.values()))
 

@@ -7,6 +7,8 @@ the API accepts a broker URL whether or not this process has that broker's extra
 - ``amqp(s)://user:pass@host:port/vhost?exchange=NAME&routing_key=TEMPLATE``
 - ``kafka://host:port[,host:port]/TOPIC``
 - ``nats://[user:pass@ or token@]host:port[,host:port]/SUBJECT``
+- ``sqs://QUEUE_NAME``, ``sns://TOPIC_ARN``, ``eventbridge://BUS_NAME?source=S``, each
+  with an optional ``?region=R`` (credentials come from the standard AWS environment)
 
 Names may hold the placeholders ``{type}`` and ``{topic}``.
 """
@@ -25,6 +27,16 @@ DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "kafka": 9092, "nats": 4222}
 # A Kafka topic: letters, digits, '.', '_' and '-', at most 249 characters.
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+# AWS names, as the services accept them.
+_SQS_QUEUE = re.compile(r"[A-Za-z0-9_-]{1,75}(?:\.fifo)?|[A-Za-z0-9_-]{76,80}")
+_SNS_TOPIC_ARN = re.compile(
+    r"arn:aws[a-z-]*:sns:([a-z0-9-]+):[0-9]{12}:[A-Za-z0-9_-]{1,251}(?:\.fifo)?"
+)
+_EVENT_BUS = re.compile(r"[A-Za-z0-9._/-]{1,256}")
+_EVENT_BUS_ARN = re.compile(
+    r"arn:aws[a-z-]*:events:([a-z0-9-]+):[0-9]{12}:event-bus/[A-Za-z0-9._/-]{1,256}"
+)
+_AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+")
 
 
 class InvalidTarget(ValueError):
@@ -65,6 +77,18 @@ class NatsTarget:
     @property
     def connection_key(self) -> tuple[object, ...]:
         return (self.servers, self.user, self.password, self.token)
+
+
+@dataclass(frozen=True, slots=True)
+class AwsTarget:
+    service: str  # botocore's name of the service: "sqs", "sns" or "events"
+    name: str  # the queue's name, the topic's ARN, or the event bus's name or ARN
+    region: str | None  # None: the standard AWS environment's
+    source: str | None = None  # EventBridge's Source; None: the events' CloudEvents source
+
+    @property
+    def fifo(self) -> bool:
+        return self.service != "events" and self.name.endswith(".fifo")
 
 
 def check_text(url: str) -> None:
@@ -182,11 +206,85 @@ def parse_nats(url: str) -> NatsTarget:
     return NatsTarget(_servers(hosts, scheme), user, password, token, subject)
 
 
-_PARSERS = {"amqp": parse_amqp, "amqps": parse_amqp, "kafka": parse_kafka, "nats": parse_nats}
+def _aws_parts(url: str, parameters: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """The name an AWS URL gives (what follows ``scheme://``) and its query parameters."""
+    check_text(url)
+    name, _, query = url.split("://", 1)[1].partition("?")
+    if "#" in url:
+        raise InvalidTarget("must not have a #fragment")
+    if "@" in name:
+        raise InvalidTarget("takes no credentials: they come from the standard AWS environment")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise InvalidTarget("its query must be name=value parameters joined by &") from None
+    params = dict(pairs)
+    unknown = sorted(set(params) - set(parameters))
+    if unknown or len(params) != len(pairs):
+        named = ", ".join(unknown) or "a repeated one"
+        raise InvalidTarget(f"takes the parameters {' and '.join(parameters)}, not {named}")
+    region = params.get("region")
+    if region is not None and not _AWS_REGION.fullmatch(region):
+        raise InvalidTarget(f"region {region!r} is not an AWS region name (us-east-1)")
+    return name, params
+
+
+def _arn_region(arn_region: str, params: dict[str, str]) -> str:
+    region = params.get("region", arn_region)
+    if region != arn_region:
+        raise InvalidTarget(f"region {region} is not the one its ARN names ({arn_region})")
+    return region
+
+
+def parse_sqs(url: str) -> AwsTarget:
+    name, params = _aws_parts(url, ("region",))
+    if not _SQS_QUEUE.fullmatch(name):
+        raise InvalidTarget(
+            "must name a queue (sqs://QUEUE_NAME): at most 80 letters, digits, '-' and '_', "
+            "a FIFO queue's ending with .fifo"
+        )
+    return AwsTarget("sqs", name, params.get("region"))
+
+
+def parse_sns(url: str) -> AwsTarget:
+    arn, params = _aws_parts(url, ("region",))
+    match = _SNS_TOPIC_ARN.fullmatch(arn)
+    if not match:
+        raise InvalidTarget("must name a topic by its ARN (sns://arn:aws:sns:REGION:ACCOUNT:TOPIC)")
+    return AwsTarget("sns", arn, _arn_region(match.group(1), params))
+
+
+def parse_eventbridge(url: str) -> AwsTarget:
+    bus, params = _aws_parts(url, ("source", "region"))
+    region = params.get("region")
+    if match := _EVENT_BUS_ARN.fullmatch(bus):
+        region = _arn_region(match.group(1), params)
+    elif not _EVENT_BUS.fullmatch(bus):
+        raise InvalidTarget(
+            "must name an event bus (eventbridge://BUS_NAME, or its ARN): at most 256 "
+            "letters, digits, '.', '-', '_' and '/'"
+        )
+    source = params.get("source")
+    if source is not None and not 0 < len(source) <= 256:
+        raise InvalidTarget("source must be 1 to 256 characters")
+    if source is not None and source.startswith("aws."):
+        raise InvalidTarget("source must not start with aws. (AWS keeps it for its services)")
+    return AwsTarget("events", bus, region, source)
+
+
+_PARSERS = {
+    "amqp": parse_amqp,
+    "amqps": parse_amqp,
+    "kafka": parse_kafka,
+    "nats": parse_nats,
+    "sqs": parse_sqs,
+    "sns": parse_sns,
+    "eventbridge": parse_eventbridge,
+}
 
 
 def validate(url: str) -> str:
-    """Check a broker URL (``amqp(s)``, ``kafka``, ``nats``); ``InvalidTarget`` says why not."""
+    """Check a broker or AWS URL (any scheme but http(s)); ``InvalidTarget`` says why not."""
     scheme = url.partition("://")[0].lower()
     _PARSERS[scheme](url)
     return url
