@@ -183,6 +183,10 @@ class SubscriptionStats(_Response):
     )
     last_success_at: Timestamp | None
     last_failure_at: Timestamp | None
+    last_error: str | None = Field(
+        description="The error of the last failed attempt: http_503, timeout, "
+        "sqs_queue_not_found: no queue ..."
+    )
     failing_since: Timestamp | None
     consecutive_failures: Count
 

@@ -618,6 +618,7 @@ CREATE TABLE notifier.subscriptions (
     format text DEFAULT 'standard-webhooks'::text NOT NULL,
     ordering text DEFAULT 'none'::text NOT NULL,
     ordering_key text,
+    last_error text,
     CONSTRAINT subscriptions_event_types_not_empty CHECK ((cardinality(event_types) > 0)),
     CONSTRAINT subscriptions_filter_array CHECK ((jsonb_typeof(filter) = 'array'::text)),
     CONSTRAINT subscriptions_format CHECK ((format = ANY (ARRAY['standard-webhooks'::text, 'cloudevents'::text]))),
@@ -648,6 +649,12 @@ COMMENT ON COLUMN notifier.subscriptions.format IS 'standard-webhooks (the event
 --
 
 COMMENT ON COLUMN notifier.subscriptions.ordering_key IS 'With ordering ''key'': the field of the event''s row whose value is the ordering key.';
+
+--
+-- Name: COLUMN subscriptions.last_error; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.subscriptions.last_error IS 'The error of the last failed attempt (kept after a success, like last_failure_at).';
 
 --
 -- Name: subscriptions_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -

@@ -172,6 +172,7 @@ class Operations:
             "keys_held_back": row["keys_held_back"],
             "last_success_at": optional_timestamp(row["last_success_at"]),
             "last_failure_at": optional_timestamp(row["last_failure_at"]),
+            "last_error": row["last_error"],
             "failing_since": optional_timestamp(row["failing_since"]),
             "consecutive_failures": row["consecutive_failures"],
         }

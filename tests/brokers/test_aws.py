@@ -341,6 +341,10 @@ async def test_a_missing_queue_fails_naming_it_goes_dead_and_is_recovered_once_i
     assert [(row["outcome"], row["error"]) for row in errors] == [
         ("sqs_queue_not_found", f"sqs_queue_not_found: no queue {name} in region {REGION}")
     ]
+    # The subscription's stats say why it fails.
+    stats = await Operations(pool).stats(subscription.id)
+    assert stats is not None
+    assert stats["last_error"] == f"sqs_queue_not_found: no queue {name} in region {REGION}"
 
     await create_queue(name)
     scheduled = await Operations(pool).recover(subscription.id, since)

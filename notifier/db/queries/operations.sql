@@ -33,7 +33,7 @@ SELECT d.*, notifier.http_status(d.last_outcome) AS last_status_code, e.uid AS e
 
 -- name: stats
 SELECT s.id, s.enabled, s.disabled_reason, s.disabled_at, s.last_success_at,
-       s.last_failure_at, s.failing_since, s.consecutive_failures,
+       s.last_failure_at, s.last_error, s.failing_since, s.consecutive_failures,
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')::text
           FROM (SELECT status, count(*) AS n FROM notifier.deliveries
                  WHERE subscription_id = s.id GROUP BY status) AS c) AS counts,

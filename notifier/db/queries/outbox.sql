@@ -201,7 +201,7 @@ settled AS (
       FROM outcome o
      WHERE d.id = o.delivery_id AND d.attempts = o.attempt AND d.status = 'in_flight'
     RETURNING d.subscription_id, o.status = 'succeeded' AS ok, o.started_at, o.status,
-              d.ordering_key, d.event_id
+              o.error, d.ordering_key, d.event_id
 ),
 freed AS (
     -- A head that succeeded or died frees its key; the next claim picks its next head.
@@ -216,7 +216,8 @@ freed AS (
 health AS (
     SELECT subscription_id, bool_or(ok) AS ok, count(*) FILTER (WHERE NOT ok) AS failures,
            min(started_at) FILTER (WHERE NOT ok) AS first_failure,
-           max(started_at) FILTER (WHERE NOT ok) AS last_failure
+           max(started_at) FILTER (WHERE NOT ok) AS last_failure,
+           (array_agg(error ORDER BY started_at DESC) FILTER (WHERE NOT ok))[1] AS last_error
       FROM settled
      GROUP BY subscription_id
 ),
@@ -225,7 +226,8 @@ healthy AS (
        SET last_success_at = now(),
            failing_since = NULL,
            consecutive_failures = 0,
-           last_failure_at = coalesce(h.last_failure, s.last_failure_at)
+           last_failure_at = coalesce(h.last_failure, s.last_failure_at),
+           last_error = coalesce(h.last_error, s.last_error)
       FROM health h
      WHERE s.id = h.subscription_id AND h.ok
        AND (s.failing_since IS NOT NULL OR s.consecutive_failures > 0
@@ -236,6 +238,7 @@ failing AS (
     UPDATE notifier.subscriptions s
        SET failing_since = coalesce(s.failing_since, h.first_failure),
            last_failure_at = h.last_failure,
+           last_error = h.last_error,
            consecutive_failures = s.consecutive_failures + h.failures
       FROM health h
      WHERE s.id = h.subscription_id AND NOT h.ok
