@@ -104,6 +104,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
             tuple(json.loads(row["headers"]).items()),
             row["format"],
             row["ordering_key"],
+            row["subscription_id"],
         ),
         max_in_flight=row["max_in_flight"],
     )

@@ -12,7 +12,7 @@ go as one SendMessageBatch, PublishBatch or PutEvents request; each delivery get
 entry's answer, so a partly failed batch fails only its failed entries.
 
 FIFO queues and topics (``.fifo``): the ``MessageGroupId`` is the delivery's ordering key
-(an ordered subscription's), else ``FIFO_GROUP``; the ``MessageDeduplicationId`` is the
+(an ordered subscription's), else one group per subscription; the ``MessageDeduplicationId`` is the
 event id, so a message sent again within the service's five-minute window is dropped.
 """
 
@@ -59,9 +59,9 @@ MAX_BATCH_BYTES = 256 * 1024
 ENTRY_OVERHEAD = 512  # bytes an entry may take besides its body, counted against the cap
 # How long the first delivery to a target waits for others to share its request.
 LINGER_SECONDS = 0.005
-# The MessageGroupId of a FIFO message whose subscription has no ordering key: one group,
-# the same for every such subscription, so the queue keeps the order they were sent in.
-FIFO_GROUP = "notifier"
+# The MessageGroupId of a FIFO message whose subscription has no ordering key: one group
+# per subscription (by its id), so the queue keeps the order each one sent them in.
+FIFO_GROUP = "notifier-subscription-{}"
 _GROUP_ID = re.compile(r"[!-~]{1,128}")  # what SQS and SNS accept as a MessageGroupId
 THROTTLED = frozenset(
     {
@@ -96,11 +96,12 @@ class Answer:
     detail: str
 
 
-def group_id(key: str | None) -> str:
+def group_id(key: str | None, subscription_id: int) -> str:
     """A FIFO ``MessageGroupId``: the ordering key, or, when it is not one SQS and SNS
-    accept (too long, not printable ASCII), a digest of it (still one group per key)."""
+    accept (too long, not printable ASCII), a digest of it (still one group per key);
+    without a key, one group for the subscription."""
     if key is None:
-        return FIFO_GROUP
+        return FIFO_GROUP.format(subscription_id)
     if _GROUP_ID.fullmatch(key):
         return key
     return "sha256-" + hashlib.sha256(key.encode()).hexdigest()
@@ -265,7 +266,7 @@ class AwsSink:
             "MessageAttributes": message_attributes(envelope, self._source),
         }
         if target.fifo:
-            entry["MessageGroupId"] = group_id(destination.key)
+            entry["MessageGroupId"] = group_id(destination.key, destination.subscription_id)
             entry["MessageDeduplicationId"] = str(envelope.id)
         return entry
 

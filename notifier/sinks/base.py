@@ -35,6 +35,7 @@ class Destination:
     headers: tuple[tuple[str, str], ...] = ()  # extra HTTP headers (secret values)
     format: str = "standard-webhooks"  # or "cloudevents" (HTTP: structured mode)
     key: str | None = None  # the delivery's ordering key, when its subscription is ordered
+    subscription_id: int = 0  # whose delivery it is (FIFO destinations group by it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver
 from notifier.envelope import Envelope
 from notifier.ops.operator import Operations
-from notifier.sinks.aws import FIFO_GROUP, group_id, make
+from notifier.sinks.aws import group_id, make
 from notifier.sinks.base import Destination, Result
 from notifier.sinks.registry import SinkOptions
 from notifier.sinks.targets import InvalidTarget, parse_eventbridge, parse_sns, parse_sqs
@@ -410,6 +410,6 @@ def test_aws_urls_are_read_and_checked() -> None:
         parse = {"sqs": parse_sqs, "sns": parse_sns, "eventbridge": parse_eventbridge}[scheme]
         with pytest.raises(InvalidTarget):
             parse(wrong)
-    assert group_id(None) == FIFO_GROUP
-    assert group_id("42") == "42"
-    assert group_id("clé").startswith("sha256-")
+    assert group_id(None, 7) == "notifier-subscription-7"
+    assert group_id("42", 7) == "42"
+    assert group_id("clé", 7).startswith("sha256-")
