@@ -43,10 +43,18 @@ CREATE INDEX ordering_keys_freed ON notifier.ordering_keys (subscription_id, key
     WHERE head IS NULL AND waiting > 0;
 
 -- The ordering key of an event's delivery to a subscription ordered by ``field`` (NULL:
--- not ordered). An event whose row lacks the field is ordered under the empty key.
+-- not ordered). An event whose row lacks the field is ordered under the empty key. A
+-- value longer than 200 bytes is keyed by its SHA-256 instead (still one key per value):
+-- a key is indexed, and an index entry has a size limit that a long text value would
+-- pass, failing every claim.
 CREATE FUNCTION notifier.delivery_key(data jsonb, field text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN field IS NOT NULL THEN coalesce(data ->> field, '') END;
+RETURN CASE
+    WHEN field IS NULL THEN NULL
+    WHEN octet_length(data ->> field) > 200
+        THEN 'sha256:' || encode(sha256(convert_to(data ->> field, 'UTF8')), 'hex')
+    ELSE coalesce(data ->> field, '')
+END;
 
 -- Whether this event's delivery is its key's head (true for a delivery not ordered).
 CREATE FUNCTION notifier.is_key_head(subscription_id bigint, key text, event_id bigint)

@@ -111,7 +111,7 @@ $_$;
 
 CREATE FUNCTION notifier.delivery_key(data jsonb, field text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN CASE WHEN (field IS NOT NULL) THEN COALESCE((data ->> field), ''::text) ELSE NULL::text END;
+    RETURN CASE WHEN (field IS NULL) THEN NULL::text WHEN (octet_length((data ->> field)) > 200) THEN ('sha256:'::text || encode(sha256(convert_to((data ->> field), 'UTF8'::name)), 'hex'::text)) ELSE COALESCE((data ->> field), ''::text) END;
 
 --
 -- Name: http_status(text); Type: FUNCTION; Schema: notifier; Owner: -

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import signal
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -207,8 +208,9 @@ async def test_a_failing_head_holds_back_only_its_own_key(
         f"{len(latencies)} events, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
         f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
     )
-    # Well under the held key's 15 s, with room for a loaded machine (measured alone: 20-30 ms).
-    assert p99 < 1.0
+    # Held back with it, they would have waited out its whole hold; they did not (measured
+    # alone: p99 20-30 ms; beside the rest of the suite, up to 2 s on two cores).
+    assert p99 < HOLD_SECONDS / 3
     _every, accepted = _arrivals(receiver, "/ordered")
     assert accepted == await _ledger(pool, accounts)
 
@@ -251,7 +253,11 @@ async def test_a_dead_head_lets_its_key_move_on_and_recover_sends_it(
     assert scheduled.as_dict()["scheduled"] == 1
     await wait_until(lambda: len(receiver.received) == 7, what="the recovered event")
     assert receiver.by_path()["/ordered"][-1].event["data"]["amount"] == 13
-    assert await statuses(pool) == {"succeeded": 4}
+
+    async def all_succeeded() -> bool:
+        return await statuses(pool) == {"succeeded": 4}
+
+    await wait_until(all_succeeded, what="the recovered delivery recorded")
     assert first not in {r.event["data"]["id"] for r in receiver.received}
 
 
@@ -279,3 +285,29 @@ async def test_replay_to_an_ordered_subscription_keeps_each_key_in_order(
     await wait_until(lambda: settled(pool, 100), what="the replayed events")
     _every, accepted = _arrivals(receiver, "/replayed")
     assert accepted == await _ledger(pool, accounts)
+
+
+async def test_a_key_too_long_for_an_index_is_keyed_by_its_digest(
+    database_url: str, pool: asyncpg.Pool, receiver: Receiver, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    # A text key of about 10,000 random characters (no compression shrinks it): as it is,
+    # its index entry would be over PostgreSQL's limit and fail every claim.
+    await pool.execute("CREATE TABLE notes (id bigint PRIMARY KEY, author text)")
+    await pool.execute("SELECT notifier.watch('notes', 'note')")
+    await SubscriptionStore(pool, allow_private_targets=True).create(
+        receiver.url("/notes"), event_types=["note.*"], ordering="key", ordering_key="author"
+    )
+    start(daemons, database_url, tmp_path)
+    long_author = secrets.token_urlsafe(7500)
+    await pool.execute("INSERT INTO notes VALUES (1, $1), (2, 'ada'), (3, $1)", long_author)
+    await wait_until(lambda: settled(pool, 3), what="the three notes")
+    assert await statuses(pool) == {"succeeded": 3}
+    keys = {
+        row["ordering_key"]
+        for row in await pool.fetch("SELECT ordering_key FROM notifier.deliveries")
+    }
+    assert "ada" in keys
+    assert len(keys) == 2
+    assert max(len(key) for key in keys) < 100
+    arrived = [r.event["data"]["id"] for r in receiver.by_path()["/notes"]]
+    assert [n for n in arrived if n != 2] == [1, 3]

@@ -24,7 +24,7 @@ from notifier.observability import metrics
 from notifier.observability.health import HealthServer
 from notifier.observability.logging import get_logger
 from notifier.settings import Settings
-from notifier.sinks.registry import SinkOptions, Sinks
+from notifier.sinks.registry import WEBHOOK, SinkOptions, Sinks
 
 log = get_logger("notifier.daemon")
 
@@ -139,6 +139,9 @@ async def run_daemon(settings: Settings) -> int:
             source=settings.event_source,
         )
     )
+    # Webhooks are always wanted: ready before the first delivery, whose latency would
+    # otherwise include importing and setting up the sink.
+    await sink.prepare(WEBHOOK)
     outbox = Outbox(pool, settings.lease_seconds)
     wake = asyncio.Event()
     dispatcher = Dispatcher(

@@ -42,18 +42,11 @@ from notifier.sinks.base import Attempt, Destination, Outcome, Result
 from notifier.sinks.clients import CONNECT_SHARE, Clients, Unreachable
 from notifier.sinks.message import CONTENT_TYPE, cloudevents_attributes
 from notifier.sinks.registry import SinkOptions
-from notifier.sinks.targets import (
-    AwsTarget,
-    InvalidTarget,
-    parse_eventbridge,
-    parse_sns,
-    parse_sqs,
-)
+from notifier.sinks.targets import AwsTarget, InvalidTarget, parse
 
 Entry = dict[str, Any]
 ClientKey = tuple[str, str | None]  # (service, region)
 
-PARSERS = {"sqs": parse_sqs, "sns": parse_sns, "eventbridge": parse_eventbridge}
 MAX_ENTRIES = 10  # SendMessageBatch, PublishBatch and PutEvents alike
 MAX_BATCH_BYTES = 256 * 1024
 ENTRY_OVERHEAD = 512  # bytes an entry may take besides its body, counted against the cap
@@ -243,7 +236,8 @@ class AwsSink:
         found = self._batchers.get(url)
         if found is None:
             scheme = url.partition("://")[0].lower()
-            target = PARSERS[scheme](url)
+            target = parse(url)
+            assert isinstance(target, AwsTarget)
 
             async def send(entries: list[Entry]) -> list[Answer]:
                 return await self._send(scheme, target, entries)

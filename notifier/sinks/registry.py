@@ -135,6 +135,10 @@ class Sinks:
                 )
         return await sink.deliver(destination, envelope)
 
+    async def prepare(self, kind: Kind) -> None:
+        """Make ``kind``'s sink now (at start-up), not on the first delivery to it."""
+        await self._make(kind)
+
     async def _make(self, kind: Kind) -> Sink:
         async with self._making:  # one sink per kind, however many deliveries wait for it
             if (sink := self._sinks.get(kind.name)) is None:

@@ -15,7 +15,9 @@ Names may hold the placeholders ``{type}`` and ``{topic}``.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
@@ -37,6 +39,11 @@ _EVENT_BUS_ARN = re.compile(
     r"arn:aws[a-z-]*:events:([a-z0-9-]+):[0-9]{12}:event-bus/[A-Za-z0-9._/-]{1,256}"
 )
 _AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+")
+
+
+# A sink reads its subscription's URL on every attempt: each form is parsed once (a
+# refused URL is not kept, and is refused again).
+_cached = functools.lru_cache(maxsize=4096)
 
 
 class InvalidTarget(ValueError):
@@ -129,6 +136,7 @@ def _template(name: str, what: str) -> str:
     return name
 
 
+@_cached
 def parse_amqp(url: str) -> AmqpTarget:
     check_text(url)
     try:
@@ -162,6 +170,7 @@ def parse_amqp(url: str) -> AmqpTarget:
     return AmqpTarget(connection, exchange, _template(routing_key, "routing_key"))
 
 
+@_cached
 def parse_kafka(url: str) -> KafkaTarget:
     check_text(url)
     scheme, userinfo, hosts = _authority(url)
@@ -183,6 +192,7 @@ def parse_kafka(url: str) -> KafkaTarget:
     return KafkaTarget(_servers(hosts, scheme), topic)
 
 
+@_cached
 def parse_nats(url: str) -> NatsTarget:
     check_text(url)
     scheme, userinfo, hosts = _authority(url)
@@ -236,6 +246,7 @@ def _arn_region(arn_region: str, params: dict[str, str]) -> str:
     return region
 
 
+@_cached
 def parse_sqs(url: str) -> AwsTarget:
     name, params = _aws_parts(url, ("region",))
     if not _SQS_QUEUE.fullmatch(name):
@@ -246,6 +257,7 @@ def parse_sqs(url: str) -> AwsTarget:
     return AwsTarget("sqs", name, params.get("region"))
 
 
+@_cached
 def parse_sns(url: str) -> AwsTarget:
     arn, params = _aws_parts(url, ("region",))
     match = _SNS_TOPIC_ARN.fullmatch(arn)
@@ -254,6 +266,7 @@ def parse_sns(url: str) -> AwsTarget:
     return AwsTarget("sns", arn, _arn_region(match.group(1), params))
 
 
+@_cached
 def parse_eventbridge(url: str) -> AwsTarget:
     bus, params = _aws_parts(url, ("source", "region"))
     region = params.get("region")
@@ -272,7 +285,8 @@ def parse_eventbridge(url: str) -> AwsTarget:
     return AwsTarget("events", bus, region, source)
 
 
-_PARSERS = {
+Target = AmqpTarget | KafkaTarget | NatsTarget | AwsTarget
+_PARSERS: dict[str, Callable[[str], Target]] = {
     "amqp": parse_amqp,
     "amqps": parse_amqp,
     "kafka": parse_kafka,
@@ -283,10 +297,14 @@ _PARSERS = {
 }
 
 
+def parse(url: str) -> Target:
+    """A broker or AWS URL (any scheme but http(s)), read; ``InvalidTarget`` says why not."""
+    return _PARSERS[url.partition("://")[0].lower()](url)
+
+
 def validate(url: str) -> str:
-    """Check a broker or AWS URL (any scheme but http(s)); ``InvalidTarget`` says why not."""
-    scheme = url.partition("://")[0].lower()
-    _PARSERS[scheme](url)
+    """Check a broker or AWS URL; ``InvalidTarget`` says why not."""
+    parse(url)
     return url
 
 

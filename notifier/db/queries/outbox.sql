@@ -43,11 +43,13 @@ matched AS (
 keys AS (
     -- Each key of this batch: its first event becomes the head if the key has none and
     -- nothing waiting; every other event of it waits.
+    -- Key rows are locked in key order, here and in settle, so the two never deadlock.
     INSERT INTO notifier.ordering_keys AS k (subscription_id, key, head, waiting)
     SELECT subscription_id, ordering_key, min(event_id), count(*) - 1
       FROM matched
      WHERE ordering_key IS NOT NULL
      GROUP BY subscription_id, ordering_key
+     ORDER BY subscription_id, ordering_key
         ON CONFLICT (subscription_id, key) DO UPDATE
        SET head = CASE WHEN k.head IS NULL AND k.waiting = 0 THEN excluded.head ELSE k.head END,
            waiting = k.waiting + excluded.waiting
@@ -203,14 +205,23 @@ settled AS (
     RETURNING d.subscription_id, o.status = 'succeeded' AS ok, o.started_at, o.status,
               o.error, d.ordering_key, d.event_id
 ),
-freed AS (
+freeing AS (
     -- A head that succeeded or died frees its key; the next claim picks its next head.
+    -- Its key's row is locked first, in key order, as the claim locks them.
+    SELECT k.subscription_id, k.key
+      FROM notifier.ordering_keys k
+      JOIN settled f
+        ON k.subscription_id = f.subscription_id AND k.key = f.ordering_key
+       AND k.head = f.event_id
+     WHERE f.status IN ('succeeded', 'dead')
+     ORDER BY k.subscription_id, k.key
+       FOR UPDATE OF k
+),
+freed AS (
     UPDATE notifier.ordering_keys k
        SET head = NULL
-      FROM settled f
-     WHERE f.ordering_key IS NOT NULL AND f.status IN ('succeeded', 'dead')
-       AND k.subscription_id = f.subscription_id AND k.key = f.ordering_key
-       AND k.head = f.event_id
+      FROM freeing f
+     WHERE k.subscription_id = f.subscription_id AND k.key = f.key
     RETURNING k.waiting
 ),
 health AS (
