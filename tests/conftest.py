@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import asyncpg
 import psycopg
@@ -31,6 +32,44 @@ def pg_server() -> Iterator[str]:
         yield url
 
 
+class Databases:
+    """Fresh databases cloned from the migrated template, off each test's clock: the next
+    one is made while a test runs, and a finished one is dropped while the next runs."""
+
+    def __init__(self, admin_url: str, template: str) -> None:
+        self._admin_url = admin_url
+        self._template = template
+        self._maker = ThreadPoolExecutor(1, thread_name_prefix="make-db")
+        self._dropper = ThreadPoolExecutor(1, thread_name_prefix="drop-db")
+        self._drops: list[Future[None]] = []
+        self._next = self._maker.submit(self._make)
+
+    def _make(self) -> str:
+        name = f"notifier_test_{uuid.uuid4().hex[:12]}"
+        with _admin(self._admin_url) as admin:
+            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"')
+        return name
+
+    def _drop(self, name: str) -> None:
+        with _admin(self._admin_url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def take(self) -> str:
+        name = self._next.result()
+        self._next = self._maker.submit(self._make)
+        return name
+
+    def give_back(self, name: str) -> None:
+        self._drops.append(self._dropper.submit(self._drop, name))
+
+    def close(self) -> None:
+        self.give_back(self._next.result())
+        self._maker.shutdown()
+        self._dropper.shutdown()
+        for drop in self._drops:
+            drop.result()
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_server: str) -> Iterator[str]:
     """Name of a database migrated once per run, cloned by each test."""
@@ -51,15 +90,19 @@ def template_db(pg_server: str) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def databases(pg_server: str, template_db: str) -> Iterator[Databases]:
+    made = Databases(pg_server, template_db)
+    yield made
+    made.close()
+
+
 @pytest.fixture
-def database_url(pg_server: str, template_db: str) -> Iterator[str]:
+def database_url(pg_server: str, databases: Databases) -> Iterator[str]:
     """URL of a fresh, migrated database of this test's own."""
-    name = f"notifier_test_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_server) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    name = databases.take()
     yield with_database(pg_server, name)
-    with _admin(pg_server) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    databases.give_back(name)
 
 
 @pytest.fixture

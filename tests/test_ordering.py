@@ -57,6 +57,20 @@ async def _writer(database_url: str, accounts: list[int], rows: int, seed: int) 
         await conn.close()
 
 
+async def _unsettled(pool: asyncpg.Pool) -> str:
+    """What holds deliveries back, for a failure message."""
+    rows = await pool.fetch(
+        "SELECT d.ordering_key, d.status, d.attempts, d.next_attempt_at, d.event_id,"
+        " k.head, k.waiting FROM notifier.deliveries d"
+        " LEFT JOIN notifier.ordering_keys k"
+        "   ON k.subscription_id = d.subscription_id AND k.key = d.ordering_key"
+        " WHERE d.status NOT IN ('succeeded', 'dead')"
+        "   AND (d.next_attempt_at < 'infinity' OR k.head IS NULL)"
+        " ORDER BY d.ordering_key, d.event_id LIMIT 50"
+    )
+    return "\n".join(str(dict(row)) for row in rows)
+
+
 async def _ledger(pool: asyncpg.Pool, accounts: list[int]) -> dict[int, list[int]]:
     """Each account's transaction ids in ledger order."""
     order: dict[int, list[int]] = defaultdict(list)
@@ -124,7 +138,11 @@ async def test_each_account_in_ledger_order_through_failures_and_a_kill_9(
         victim.process.wait()
         start(daemons, database_url, tmp_path, **settings)
         await asyncio.gather(*writers)
-        await wait_until(lambda: settled(pool, total), seconds=120, what="every delivery")
+        try:
+            await wait_until(lambda: settled(pool, total), seconds=90, what="every delivery")
+        except TimeoutError:
+            print(await _unsettled(pool))
+            raise
     finally:
         for daemon in daemons:
             daemon.ensure_stopped()

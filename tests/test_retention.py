@@ -190,8 +190,8 @@ async def test_outbox_size_stays_bounded_over_repeated_days(
             )
     finally:
         await conn.close()
-    # Freed index pages are recycled one vacuum later, so the footprint settles at about
-    # two days' volume on the second day and stays there, where five days' volume
-    # without retention would be five times the first day's.
-    assert max(sizes[1:]) <= sizes[1] * 1.1, sizes
-    assert sizes[-1] < 2.5 * sizes[0], sizes
+    # Five days' volume without retention would be five times the first day's. Freed heap
+    # space is reused at once; a freed index page only once no transaction anywhere on the
+    # server is older than its deletion, so on a server busy with other databases (the
+    # other tests) the footprint settles at two or three days' volume.
+    assert max(sizes) <= 3 * sizes[0], sizes
