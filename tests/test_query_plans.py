@@ -33,9 +33,17 @@ def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 async def _seq_scans(conn: asyncpg.Connection, query: str, *args: object) -> set[str]:
-    explained = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
-    plan = json.loads(explained)[0]["Plan"]
-    return {table for node, table in _scans(plan) if node == "Seq Scan"} & GROWING
+    """The growing tables that the statement's plan scans whole, planned both ways the
+    daemon's cached statements may be: for these values, and generic (for any values)."""
+    found: set[str] = set()
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        explained = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+        plan = json.loads(explained)[0]["Plan"]
+        scanned = {table for node, table in _scans(plan) if node == "Seq Scan"} & GROWING
+        found |= {f"{table} ({mode})" for table in scanned}
+    await conn.execute("RESET plan_cache_mode")
+    return found
 
 
 @pytest.fixture(params=["none", "key"])

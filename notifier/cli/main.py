@@ -163,6 +163,8 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
             rate=args.rate,
             seconds=args.seconds,
             backlog=args.backlog,
+            burst_rows=args.burst,
+            writers=args.writers,
             pgbench=args.pgbench,
             write_seconds=args.write_seconds,
             clients=args.clients,
@@ -175,7 +177,7 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_bench_command(commands: Any) -> None:
     cmd = commands.add_parser(
-        "bench", help="measure latency, drain rate and write overhead on this machine"
+        "bench", help="measure latency, burst, drain, costs per event and write overhead here"
     )
     cmd.add_argument(
         "--admin-url", help="server to create the scratch database on (default: database URL)"
@@ -184,6 +186,8 @@ def _add_bench_command(commands: Any) -> None:
     cmd.add_argument("--rate", type=float, default=200.0, help="events/s for the latency run")
     cmd.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     cmd.add_argument("--backlog", type=int, default=50_000, help="events for the drain run")
+    cmd.add_argument("--burst", type=int, default=10_000, help="rows for the burst run")
+    cmd.add_argument("--writers", type=int, default=8, help="writers for the burst run")
     cmd.add_argument("--pgbench", help="path to pgbench (default: found automatically)")
     cmd.add_argument("--write-seconds", type=int, default=10, help="length of each pgbench run")
     cmd.add_argument("--clients", type=int, default=8, help="pgbench clients")

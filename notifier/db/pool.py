@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from importlib import resources
+from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from notifier.db.errors import retry_delay
 from notifier.observability.redaction import redact_text, redact_url
@@ -62,6 +64,7 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     server_settings: Mapping[str, str] | None = None,
+    setup: Callable[[PoolConnectionProxy], Coroutine[Any, Any, None]] | None = None,
 ) -> asyncpg.Pool:
     """Open a connection pool, or raise DatabaseUnavailable with a clear one-line reason."""
     try:
@@ -71,6 +74,7 @@ async def create_pool(
             max_size=max_size,
             timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings=dict(server_settings) if server_settings else None,
+            setup=setup,
         )
     except CONNECT_ERRORS as exc:
         # Not chained: a traceback would print the driver's unmasked text.

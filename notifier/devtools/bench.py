@@ -8,11 +8,15 @@ Everything runs here: PostgreSQL (a scratch database on the server you name), on
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -140,36 +144,42 @@ async def _wait_for(receiver: Arrivals, count: int, seconds: float, daemon: Daem
     await wait_until(arrived, seconds, what=f"{count} events to arrive")
 
 
+async def _load(url: str, *args: object, stdin: bytes | None = None) -> dict[str, Any]:
+    """Run ``notifier.devtools.load`` as a process of its own; its JSON result."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier.devtools.load",
+        *(str(a) for a in args),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "NOTIFIER_DATABASE_URL": url},
+    )
+    out, _ = await process.communicate(stdin)
+    if process.returncode != 0:
+        raise RuntimeError(f"the load process failed ({process.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
 async def steady_latency(
-    url: str, receiver: Arrivals, log_dir: Path, rate: float, seconds: float, accounts: int
+    url: str, receiver: Arrivals, daemon: DaemonProcess, rate: float, seconds: float, accounts: int
 ) -> dict[str, float]:
-    """(a) Latency from capture to arrival with a steady stream of single-row commits."""
-    async with _daemon(url, log_dir) as daemon:
-        conn = await asyncpg.connect(url)
-        try:
-            await asyncio.sleep(1.5)  # the daemon connects and parks
-            total = int(rate * seconds)
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            committed: list[tuple[int, float]] = []  # transaction id, when its commit returned
-            for n in range(total):
-                delay = start + n / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                committed.append((await conn.fetchval(INSERT, 1 + n % accounts), time.time()))
-            achieved = total / (loop.time() - start)
-            await _wait_for(receiver, total, 30, daemon)
-        finally:
-            await conn.close()
+    """(a) Latency with a steady stream of single-row commits from another process."""
+    receiver.clear()
+    total = int(rate * seconds)
+    load = await _load(url, "steady", rate, total, accounts)
+    await _wait_for(receiver, total, 30, daemon)
     # Parsed now, after the run, so that receiving stays as cheap as it can be.
     events = [(r.at, r.event) for r in _first_arrivals(receiver.received)]
     latencies = [at - datetime.fromisoformat(e["timestamp"]).timestamp() for at, e in events]
     arrived_at = {e["data"]["id"]: at for at, e in events}  # transaction id: arrival
+    committed = load["committed"]
     warm = int(rate)  # the first second is warm-up
     measured = latencies[warm:]
     from_commit = [arrived_at[tx] - at for tx, at in committed[warm:]]
     return {
-        "rate": achieved,
+        "rate": load["rate"],
         "events": len(measured),
         "copies": len(receiver.received) - len(events),
         "p50_ms": _percentile(measured, 0.50) * 1000,
@@ -180,23 +190,98 @@ async def steady_latency(
     }
 
 
+async def burst(
+    url: str, receiver: Arrivals, daemon: DaemonProcess, rows: int, writers: int, accounts: int
+) -> dict[str, float]:
+    """(b) Single-row commits from ``writers`` connections as fast as they go, delivered
+    while they are written: does delivery keep pace with the writers?"""
+    receiver.clear()
+    load = await _load(url, "burst", writers, rows, accounts)
+    await _wait_for(receiver, rows, 120, daemon)
+    arrivals = [r.at for r in _first_arrivals(receiver.received)]
+    written = rows / (load["last"] - load["first"])
+    delivered = rows / (arrivals[-1] - load["first"])
+    return {"written": written, "delivered": delivered, "ratio": delivered / written}
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Counters read at one moment of a drain."""
+
+    arrived: int  # requests the receiver has had
+    daemon_cpu: float  # the daemon's CPU seconds, user and system
+    server_cpu: float | None  # the PostgreSQL server's (None: its /proc is not readable here)
+    wal: int  # the server's WAL position, in bytes
+
+
+def _cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """A process's CPU seconds from /proc; with ``reaped``, its exited children's too."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(backend_pid: int) -> float | None:
+    """CPU seconds of every process of the PostgreSQL server (the postmaster, each live
+    child, and those that exited) when it runs on this machine; None otherwise."""
+    try:
+        postmaster = int(Path(f"/proc/{backend_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        total = _cpu_seconds(postmaster, reaped=True)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(stat[1]) == postmaster:
+                total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _costs(conn: asyncpg.Connection, daemon: DaemonProcess, arrived: int) -> Costs:
+    row = await conn.fetchrow(
+        "SELECT pg_backend_pid() AS pid,"
+        " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal"
+    )
+    assert row is not None
+    return Costs(arrived, _cpu_seconds(daemon.process.pid), _server_cpu(row["pid"]), row["wal"])
+
+
 async def drain(
     url: str, receiver: Arrivals, log_dir: Path, backlog: int, accounts: int
 ) -> dict[str, float]:
-    """(b) One daemon started on a backlog written while none was running."""
+    """(c) One daemon started on a backlog written while none was running, and what each
+    delivered event costs: the daemon's CPU time, the server's, and WAL."""
     conn = await asyncpg.connect(url)
     try:
         for done in range(0, backlog, 5000):
             await conn.execute(BULK_INSERT, accounts, min(5000, backlog - done))
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
+        receiver.clear()
+        started = time.time()
+        async with _daemon(url, log_dir) as daemon:
+            # Costs are counted from the first arrival, past the daemon's start-up.
+            await wait_until(lambda: bool(receiver.received), 60, what="the first event")
+            before = await _costs(conn, daemon, len(receiver.received))
+            await _wait_for(receiver, backlog, 600, daemon)
+            after = await _costs(conn, daemon, len(receiver.received))
+            peak_rss_mb = daemon.peak_rss_mb()
     finally:
         await conn.close()
-    receiver.clear()
-    started = time.time()
-    async with _daemon(url, log_dir) as daemon:
-        await _wait_for(receiver, backlog, 600, daemon)
-        peak_rss_mb = daemon.peak_rss_mb()
     arrivals = [r.at for r in _first_arrivals(receiver.received)]
     first, last = arrivals[0], arrivals[-1]
+    counted = after.arrived - before.arrived
+    server_cpu = (
+        None
+        if after.server_cpu is None or before.server_cpu is None
+        else (after.server_cpu - before.server_cpu) / counted * 1e6
+    )
     return {
         "events": len(arrivals),
         "copies": len(receiver.received) - len(arrivals),
@@ -204,7 +289,21 @@ async def drain(
         "rate_from_start": len(arrivals) / (last - started),
         "rate": len(arrivals) / (last - first),
         "peak_rss_mb": peak_rss_mb,
+        "daemon_cpu_us": (after.daemon_cpu - before.daemon_cpu) / counted * 1e6,
+        "server_cpu_us": -1.0 if server_cpu is None else server_cpu,
+        "wal_bytes": (after.wal - before.wal) / counted,
     }
+
+
+async def http_ceiling(receiver: Receiver, concurrency: int, count: int) -> float:
+    """Requests per second a plain aiohttp client, in a process of its own, gets from the
+    same receiver with the same body and concurrency as the daemon had: the ceiling."""
+    body = receiver.received[0].body
+    receiver.clear()
+    result = await _load("", "ceiling", receiver.url("/"), concurrency, count, stdin=body)
+    if result["failures"]:
+        raise RuntimeError(f"the receiver refused {result['failures']} ceiling requests")
+    return float(result["requests"] / result["seconds"])
 
 
 def _pgbench_tps(pgbench: str, url: str, script: Path, seconds: int, clients: int) -> float:
@@ -308,6 +407,8 @@ async def run_bench(
     rate: float,
     seconds: float,
     backlog: int,
+    burst_rows: int,
+    writers: int,
     pgbench: str | None,
     write_seconds: int,
     clients: int,
@@ -315,11 +416,13 @@ async def run_bench(
     sink: str | None = None,
     ordered: bool = False,
 ) -> int:
-    """Run the three measurements and print their figures."""
+    """Run the measurements and print their figures."""
     url, secret = await _prepare(admin_url, database)
     receiver: Receiver | BrokerArrivals
     if sink is None:
-        receiver = await Receiver(secret).start()
+        # Signatures are the receiver's cost, not the notifier's: not checked here, as the
+        # plain client that measures the HTTP ceiling against this receiver does not sign.
+        receiver = await Receiver().start()
         target = receiver.url("/")
     else:
         receiver = await BrokerArrivals(sink).start()
@@ -341,31 +444,55 @@ async def run_bench(
         flush=True,
     )
     try:
-        a = await steady_latency(url, receiver, log_dir, rate, seconds, accounts)
+        async with _daemon(url, log_dir) as daemon:
+            await wait_until(lambda: _listening(url), what="the daemon to listen")
+            a = await steady_latency(url, receiver, daemon, rate, seconds, accounts)
+            print(
+                f"(a) latency at {a['rate']:.0f} events/s ({a['events']:.0f} events), writer in "
+                f"a process of its own: from its COMMIT returning p50 {a['commit_p50_ms']:.2f} "
+                f"ms, p99 {a['commit_p99_ms']:.2f} ms; from capture (the event timestamp, "
+                f"before COMMIT) p50 {a['p50_ms']:.2f} ms, p99 {a['p99_ms']:.2f} ms, max "
+                f"{a['max_ms']:.2f} ms; {a['copies']:.0f} arrived twice",
+                flush=True,
+            )
+            b = await burst(url, receiver, daemon, burst_rows, writers, accounts)
+            print(
+                f"(b) burst of {burst_rows} single-row commits from {writers} writers: written "
+                f"{b['written']:.0f} rows/s, delivered {b['delivered']:.0f} events/s (first "
+                f"COMMIT to last arrival), ratio {b['ratio']:.2f}",
+                flush=True,
+            )
+        c = await drain(url, receiver, log_dir, backlog, accounts)
+        server = (
+            "n/a (the server's /proc is not readable here)"
+            if c["server_cpu_us"] < 0
+            else f"{c['server_cpu_us']:.0f} us"
+        )
+        ceiling = ""
+        if isinstance(receiver, Receiver):
+            limit = int(os.environ.get("NOTIFIER_MAX_IN_FLIGHT_PER_SUBSCRIPTION", "8"))
+            raw = await http_ceiling(receiver, limit, min(backlog, 20_000))
+            ceiling = (
+                f"; raw HTTP ceiling (aiohttp client, {limit} in flight, same receiver and "
+                f"body) {raw:.0f} requests/s, drain/ceiling {c['rate'] / raw:.2f}"
+            )
         print(
-            f"(a) latency at {a['rate']:.0f} events/s ({a['events']:.0f} events): "
-            f"from capture (the event timestamp, before COMMIT) p50 {a['p50_ms']:.2f} ms, "
-            f"p99 {a['p99_ms']:.2f} ms, max {a['max_ms']:.2f} ms; from the writer's COMMIT "
-            f"returning p50 {a['commit_p50_ms']:.2f} ms, p99 {a['commit_p99_ms']:.2f} ms; "
-            f"{a['copies']:.0f} arrived twice",
+            f"(c) drain of {c['events']:.0f} events: {c['rate']:.0f} events/s (first to last "
+            f"delivery; {c['rate_from_start']:.0f}/s counting daemon start-up, "
+            f"{c['seconds_from_start']:.1f} s){ceiling}; peak RSS {c['peak_rss_mb']:.1f} MB; "
+            f"{c['copies']:.0f} arrived twice\n"
+            f"    per delivered event: daemon CPU {c['daemon_cpu_us']:.0f} us, PostgreSQL CPU "
+            f"{server} (all server processes, from /proc), WAL {c['wal_bytes']:.0f} bytes",
             flush=True,
         )
-        b = await drain(url, receiver, log_dir, backlog, accounts)
+        d = await write_overhead(url, pgbench or find_pgbench(), log_dir, write_seconds, clients)
         print(
-            f"(b) drain of {b['events']:.0f} events: {b['rate']:.0f} events/s "
-            f"(first to last delivery; {b['rate_from_start']:.0f}/s counting daemon start-up, "
-            f"{b['seconds_from_start']:.1f} s), peak RSS {b['peak_rss_mb']:.1f} MB; "
-            f"{b['copies']:.0f} arrived twice",
-            flush=True,
-        )
-        c = await write_overhead(url, pgbench or find_pgbench(), log_dir, write_seconds, clients)
-        print(
-            f"(c) pgbench, {clients} clients, 1-row INSERT into transactions, medians of 3 "
+            f"(d) pgbench, {clients} clients, 1-row INSERT into transactions, medians of 3 "
             "alternating runs: "
-            f"capture on {c['capture_on']:.0f} tx/s, capture off {c['capture_off']:.0f} tx/s, "
-            f"ratio {c['ratio']:.2f} (doorbell armed with no daemon to hear it: "
-            f"{c['armed_no_daemon']:.0f} tx/s); rounds on: {c['rounds_on']}, "
-            f"off: {c['rounds_off']}",
+            f"capture on {d['capture_on']:.0f} tx/s, capture off {d['capture_off']:.0f} tx/s, "
+            f"ratio {d['ratio']:.2f} (doorbell armed with no daemon to hear it: "
+            f"{d['armed_no_daemon']:.0f} tx/s); rounds on: {d['rounds_on']}, "
+            f"off: {d['rounds_off']}",
             flush=True,
         )
     finally:
@@ -377,3 +504,16 @@ async def run_bench(
             finally:
                 await admin.close()
     return 0
+
+
+async def _listening(url: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity"
+                " WHERE application_name = 'notifier-listener' AND datname = current_database()"
+            )
+        )
+    finally:
+        await conn.close()

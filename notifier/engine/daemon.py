@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-from collections.abc import Coroutine, Mapping
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from notifier.db.errors import is_retryable, one_line, retry_delay
 from notifier.db.migrate import discover
@@ -32,14 +34,17 @@ BACKLOG_INTERVAL_SECONDS = 5.0
 # The daemon's own writes (claims, settlements) need not wait for the WAL flush: if the
 # server crashes and loses the last of them, the work is simply claimed and delivered
 # again, which at-least-once delivery allows. Writers' transactions are not affected.
-# Each statement is planned for the tables as they are now: a generic plan cached while
-# the outbox was small would go on scanning it whole once it has grown, until an ANALYZE
-# (which autovacuum may never run) replaces it. Planning costs well under a millisecond.
 DAEMON_SESSION = {
     "synchronous_commit": "off",
     "application_name": "notifier-daemon",
-    "plan_cache_mode": "force_custom_plan",
 }
+# Plans are cached as PostgreSQL chooses (a generic plan once it is as cheap as custom
+# ones): planning every claim and settle afresh, and every foreign-key check they make,
+# cost the server more than a third of its time per delivery. A generic plan made while
+# the outbox was small would scan it whole once it has grown, until an ANALYZE replaced
+# it, and autovacuum may never run one; so each connection drops its cached plans this
+# often, and statements are planned again for the tables as they are then.
+REPLAN_SECONDS = 10.0
 READY_PING_TIMEOUT_SECONDS = 2.0
 
 
@@ -120,6 +125,23 @@ def _task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
     return asyncio.create_task(coro, name=name)
 
 
+def replan_now_and_then(
+    seconds: float,
+) -> Callable[[PoolConnectionProxy], Coroutine[Any, Any, None]]:
+    """A pool's ``setup``: drops a connection's cached plans once they are ``seconds`` old."""
+    planned: dict[int, float] = {}  # server process id: when its plans were last dropped
+
+    async def setup(conn: PoolConnectionProxy) -> None:
+        now = time.monotonic()
+        pid = conn.get_server_pid()
+        since = planned.setdefault(pid, now)
+        if now - since >= seconds:
+            await conn.execute("DISCARD PLANS")
+            planned[pid] = now
+
+    return setup
+
+
 async def run_daemon(settings: Settings) -> int:
     """Deliver until SIGTERM or SIGINT (exit 0) or until a part dies (exit 1).
 
@@ -129,7 +151,11 @@ async def run_daemon(settings: Settings) -> int:
     # min_size=0: no connection is opened here, so a database that is away does not stop
     # the start; every query connects (again) as needed.
     pool = await create_pool(
-        settings.database_url, min_size=0, max_size=6, server_settings=DAEMON_SESSION
+        settings.database_url,
+        min_size=0,
+        max_size=6,
+        server_settings=DAEMON_SESSION,
+        setup=replan_now_and_then(REPLAN_SECONDS),
     )
     sink = Sinks(
         SinkOptions(
