@@ -17,6 +17,7 @@ import pytest
 
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Received, Receiver
+from notifier.engine.store import Outbox, Settlement
 from notifier.ops.operator import Operations
 from notifier.subscriptions.store import SubscriptionStore
 from tests.support import Daemon, listening, settled, start, statuses
@@ -61,16 +62,22 @@ async def _writer(database_url: str, accounts: list[int], rows: int, seed: int) 
 
 async def _unsettled(pool: asyncpg.Pool) -> str:
     """What holds deliveries back, for a failure message."""
-    rows = await pool.fetch(
-        "SELECT d.ordering_key, d.status, d.attempts, d.next_attempt_at, d.event_id,"
-        " k.head, k.waiting FROM notifier.deliveries d"
-        " LEFT JOIN notifier.ordering_keys k"
-        "   ON k.subscription_id = d.subscription_id AND k.key = d.ordering_key"
-        " WHERE d.status NOT IN ('succeeded', 'dead')"
-        "   AND (d.next_attempt_at < 'infinity' OR k.head IS NULL)"
-        " ORDER BY d.ordering_key, d.event_id LIMIT 50"
+    counts = await pool.fetch(
+        "SELECT status, next_attempt_at = 'infinity' AS waiting, count(*)"
+        " FROM notifier.deliveries GROUP BY 1, 2"
     )
-    return "\n".join(str(dict(row)) for row in rows)
+    keys = await pool.fetch(
+        "SELECT k.key, k.head, k.waiting, h.status AS head_status, h.attempts,"
+        "       h.next_attempt_at AS head_due,"
+        "       (SELECT count(*) FROM notifier.deliveries w"
+        "         WHERE w.subscription_id = k.subscription_id AND w.ordering_key = k.key"
+        "           AND w.status = 'pending' AND w.next_attempt_at = 'infinity') AS really_waiting"
+        "  FROM notifier.ordering_keys k"
+        "  LEFT JOIN notifier.deliveries h"
+        "    ON h.subscription_id = k.subscription_id AND h.event_id = k.head"
+        " WHERE k.waiting > 0 OR k.head IS NOT NULL ORDER BY k.key LIMIT 60"
+    )
+    return "\n".join(str(dict(row)) for row in [*counts, *keys])
 
 
 async def _ledger(pool: asyncpg.Pool, accounts: list[int]) -> dict[int, list[int]]:
@@ -332,3 +339,80 @@ async def test_a_key_too_long_for_an_index_is_keyed_by_its_digest(
     assert max(len(key) for key in keys) < 100
     arrived = [r.event["data"]["id"] for r in receiver.by_path()["/notes"]]
     assert [n for n in arrived if n != 2] == [1, 3]
+
+
+async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as_head(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """A claim reads the waiting deliveries as they are when it gets to them, not as its
+    snapshot saw them: a key freed, promoted, sent and freed again by another daemon
+    meanwhile gets its next waiting delivery as head, never the one already sent (which
+    would hold the key for ever)."""
+    held, other = await _accounts(pool, 2)
+    subscription = await SubscriptionStore(pool, allow_private_targets=True).create(
+        "http://127.0.0.1:9/", event_types=["transaction.*"], ordering="key"
+    )
+    await pool.execute("UPDATE notifier.subscriptions SET created_at = now() - interval '1 minute'")
+    for account in (held, held, other):
+        await pool.execute(
+            "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 1)", account
+        )
+    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=1) for _ in range(2)]
+    first, second = (Outbox(p, 30) for p in pools)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        # Fanned out with no room: each key's first event is its head, the rest wait.
+        await first.claim(events=10, due=0, room={subscription.id: 0}, default_room=0, disarm=False)
+        # The held key's head finished: it is freed with its two events waiting.
+        await pool.execute(
+            "UPDATE notifier.deliveries SET next_attempt_at = 'infinity' WHERE ordering_key = $1",
+            str(held),
+        )
+        await pool.execute(
+            "UPDATE notifier.ordering_keys SET head = NULL, waiting = 2 WHERE key = $1", str(held)
+        )
+        waiting = await pool.fetch(
+            "SELECT id, event_id FROM notifier.deliveries WHERE ordering_key = $1 ORDER BY event_id",
+            str(held),
+        )
+        # A claim that fans out an event of the other key waits on that key's row...
+        await pool.execute(
+            "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 1)", other
+        )
+        await blocker.execute("BEGIN")
+        await blocker.execute(
+            "SELECT 1 FROM notifier.ordering_keys WHERE key = $1 FOR UPDATE", str(other)
+        )
+        late = asyncio.create_task(
+            second.claim(events=10, due=10, room={}, default_room=10, disarm=False)
+        )
+        await wait_until(
+            lambda: pool.fetchval(
+                "SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%One round trip per batch%'"
+            ),
+            what="the second claim to wait",
+        )
+        # ...while another daemon promotes the held key's first waiting event, sends it,
+        # and records it: the key is free again, with one event waiting.
+        claimed = await first.claim(events=0, due=10, room={}, default_room=10, disarm=False)
+        assert waiting[0]["id"] in {c.delivery_id for c in claimed.claimed}
+        await first.settle(
+            [
+                Settlement(
+                    waiting[0]["id"], 1, "succeeded", 0.0, "http_204", None,
+                    datetime.now(UTC), 1.0, "",
+                )
+            ]
+        )  # fmt: skip
+        await blocker.execute("ROLLBACK")
+        result = await late
+    finally:
+        await blocker.close()
+        for p in pools:
+            await p.close()
+    assert waiting[1]["id"] in {c.delivery_id for c in result.claimed}
+    key = await pool.fetchrow(
+        "SELECT head, waiting FROM notifier.ordering_keys WHERE key = $1", str(held)
+    )
+    assert dict(key) == {"head": waiting[1]["event_id"], "waiting": 0}

@@ -84,22 +84,27 @@ inserted AS (
 ),
 freed AS (
     -- Keys whose head finished while others wait: the earliest waiting becomes the head.
-    -- Locked, so that a key gets one new head whoever else claims at the same time; a
-    -- key whose waiting deliveries this statement cannot see yet is left for the next.
+    -- The key's row is locked, so that a key gets one new head whoever else claims at
+    -- the same time, and so is the delivery made head: it is read as it is now, not as
+    -- this statement's snapshot saw it (another daemon may have promoted, sent and
+    -- settled it since), and the one that no longer waits is passed over for the next.
+    -- A key whose waiting deliveries this statement cannot see yet is left for the next.
     UPDATE notifier.ordering_keys k
        SET head = n.event_id, waiting = k.waiting - 1
-      FROM (SELECT f.subscription_id, f.key,
-                   (SELECT w.event_id FROM notifier.deliveries w
-                     WHERE w.subscription_id = f.subscription_id AND w.ordering_key = f.key
-                       AND w.status = 'pending' AND w.next_attempt_at = 'infinity'
-                     ORDER BY w.event_id LIMIT 1) AS event_id
+      FROM (SELECT f.subscription_id, f.key
               FROM notifier.ordering_keys f
               JOIN notifier.subscriptions s ON s.id = f.subscription_id AND s.enabled
              WHERE f.head IS NULL AND f.waiting > 0
              LIMIT $6
-               FOR UPDATE OF f SKIP LOCKED) AS n
-     WHERE k.subscription_id = n.subscription_id AND k.key = n.key
-       AND n.event_id IS NOT NULL AND k.head IS NULL
+               FOR UPDATE OF f SKIP LOCKED) AS l
+     CROSS JOIN LATERAL (
+           SELECT w.event_id FROM notifier.deliveries w
+            WHERE w.subscription_id = l.subscription_id AND w.ordering_key = l.key
+              AND w.status = 'pending' AND w.next_attempt_at = 'infinity'
+            ORDER BY w.event_id
+            LIMIT 1
+              FOR UPDATE) AS n
+     WHERE k.subscription_id = l.subscription_id AND k.key = l.key AND k.head IS NULL
     RETURNING k.subscription_id, k.key, k.head
 ),
 promoted AS (
