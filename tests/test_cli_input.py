@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from notifier.devtools.receiver import SECRET_ENV
+from notifier.devtools import SECRET_ENV
 from notifier.sinks.signing import signature_header
 from notifier.subscriptions.store import generate_secret
 from tests.support import free_port

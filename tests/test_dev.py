@@ -20,8 +20,8 @@ import psutil
 import psycopg
 import pytest
 
+from notifier.devtools import SECRET_ENV
 from notifier.devtools.dev import RECEIVER_DESCRIPTION, DevOptions, banner
-from notifier.devtools.receiver import SECRET_ENV
 from tests.brokers.support import unavailable
 
 TOKEN = "dev-test-token"

@@ -33,8 +33,7 @@ def test_only_the_http_sink_the_health_server_and_the_dev_tools_use_aiohttp() ->
     importers = _importers("aiohttp")
     assert not {m for m in importers if m.startswith("notifier/engine/")}
     allowed = {
-        "notifier/sinks/http.py",
-        "notifier/sinks/ssrf.py",  # the resolver that guards the HTTP sink's connections
+        "notifier/sinks/http.py",  # with the resolver that guards its connections
         "notifier/observability/health.py",  # the daemon's /healthz, /readyz, /metrics
     }
     assert {m for m in importers if not m.startswith("notifier/devtools/")} <= allowed

@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
-from notifier.sinks.ssrf import GuardedResolver, UnsafeTarget, check_literal, check_url, is_public
+from notifier.sinks.http import GuardedResolver
+from notifier.sinks.ssrf import UnsafeTarget, check_literal, check_url, is_public
 from tests.support import IPV6_FORMS_OF_PRIVATE_TARGETS
 
 # IPv6 forms that carry an IPv4 address inside: each is judged by the address it carries.

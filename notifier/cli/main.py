@@ -29,8 +29,7 @@ from notifier.cli.operations import (
 )
 from notifier.db.migrate import MigrationError, migrate
 from notifier.db.pool import DatabaseUnavailable, load_queries
-from notifier.devtools.dev import DevError, DevOptions, run_dev
-from notifier.devtools.receiver import SECRET_ENV
+from notifier.devtools import SECRET_ENV
 from notifier.observability.healthcheck import health_url, probe
 from notifier.observability.logging import configure_logging, get_logger
 from notifier.observability.redaction import redact_text
@@ -108,6 +107,8 @@ def _run_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.devtools.dev import DevError, DevOptions, run_dev
+
     options = DevOptions(
         data_dir=Path(args.data_dir).resolve(),
         api_port=args.api_port if args.api_port is not None else settings.api_port,
@@ -116,7 +117,10 @@ def _run_dev(args: argparse.Namespace, settings: Settings) -> int:
         db_port=args.db_port,
         sink=_sink_option(args.sink),
     )
-    return run_dev(settings, options)
+    try:
+        return run_dev(settings, options)
+    except DevError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _sink_option(url: str | None) -> str | None:
@@ -553,7 +557,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         DatabaseUnavailable,
         MigrationError,
         CliError,
-        DevError,
     ) as exc:
         print(f"notifier: error: {exc}", file=sys.stderr)
         return 1

@@ -24,13 +24,13 @@ from types import FrameType
 
 from notifier.db.migrate import migrate
 from notifier.db.pool import connect
+from notifier.devtools import SECRET_ENV
 from notifier.devtools.embedded_pg import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
     free_port,
     program,
 )
-from notifier.devtools.receiver import SECRET_ENV
 from notifier.observability.healthcheck import probe
 from notifier.observability.redaction import redact_url
 from notifier.settings import Settings

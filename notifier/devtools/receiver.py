@@ -23,10 +23,6 @@ from notifier.sinks.signing import InvalidSignature, verify
 
 log = get_logger("notifier.receiver")
 
-# Where `notifier receiver` reads its signing secret when --secret is not given: a
-# command line is shown to every user by ps, the environment only to its owner.
-SECRET_ENV = "NOTIFIER_RECEIVER_SECRET"  # noqa: S105 - a variable name, not a secret
-
 SECRET = web.AppKey("secret", str)
 OUTPUT = web.AppKey("output", TextIO)
 

@@ -6,12 +6,16 @@ time, ``Retry-After`` on a 429 or 503, and 410 Gone, which disables the subscrip
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from notifier import __version__
 from notifier.envelope import Envelope
@@ -19,7 +23,7 @@ from notifier.sinks.base import Attempt, Destination, Outcome, Result
 from notifier.sinks.message import CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, structured
 from notifier.sinks.registry import SinkOptions
 from notifier.sinks.signing import signature_header
-from notifier.sinks.ssrf import GuardedResolver, UnsafeTarget, check_literal
+from notifier.sinks.ssrf import UnsafeTarget, check_address, check_literal
 
 USER_AGENT = f"notifier/{__version__}"
 SNIPPET_BYTES = 512
@@ -146,3 +150,26 @@ class WebhookSink:
             retry_after,
             disable=GONE_REASON if status == 410 else None,
         )
+
+
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that refuses names resolving to non-public addresses.
+
+    Checking at connection time closes the gap a check at creation time leaves open
+    (a name that later resolves somewhere private). IP literals never reach a resolver:
+    call ``check_url`` for those before each request.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            check_address(host, ipaddress.ip_address(result["host"]))
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

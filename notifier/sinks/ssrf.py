@@ -14,9 +14,6 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -123,26 +120,3 @@ def check_literal(url: str) -> None:
     literal = _literal(host) if host else None
     if literal is not None:
         check_address(host or "", literal)
-
-
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that refuses names resolving to non-public addresses.
-
-    Checking at connection time closes the gap a check at creation time leaves open
-    (a name that later resolves somewhere private). IP literals never reach a resolver:
-    call ``check_url`` for those before each request.
-    """
-
-    def __init__(self, inner: AbstractResolver | None = None) -> None:
-        self._inner = inner or DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            check_address(host, ipaddress.ip_address(result["host"]))
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()

@@ -130,7 +130,10 @@ async def test_2000_rows_arrive_in_sqs_as_the_webhook_body_with_cloudevents_attr
     store = SubscriptionStore(pool, allow_private_targets=True)
     subscription = await store.create(url)
     await store.create(receiver.url("/hook"))
-    start(daemons, database_url, tmp_path, **aws_environment)
+    # Moto, beside other tests on two cores, can take seconds to answer a batch: the
+    # attempts get the time, so that each event is sent once (asserted below).
+    settings = {**aws_environment, "NOTIFIER_REQUEST_TIMEOUT_SECONDS": "60"}
+    start(daemons, database_url, tmp_path, **settings)
     await wait_until(lambda: listening(pool), what="the daemon to listen")
     async with reading(url) as parts:
         began = time.monotonic()
