@@ -138,6 +138,9 @@ def replan_now_and_then(
         if now - since >= seconds:
             await conn.execute("DISCARD PLANS")
             planned[pid] = now
+            # Connections closed long ago (the pool replaces them) are forgotten.
+            for gone in [p for p, at in planned.items() if now - at > 60 * seconds]:
+                del planned[gone]
 
     return setup
 
