@@ -37,7 +37,6 @@ from notifier.subscriptions.store import SubscriptionStore, generate_secret
 ACCOUNTS = 1000
 # An ordered subscription is measured over this many accounts, each one key.
 ORDERED_ACCOUNTS = 64
-INSERT = "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 1) RETURNING id"
 BULK_INSERT = (
     "INSERT INTO transactions (account_id, kind, amount) "
     "SELECT 1 + n % $1, 'top_up', 1 FROM generate_series(1, $2) n"
@@ -338,7 +337,7 @@ def _pgbench_tps(pgbench: str, url: str, script: Path, seconds: int, clients: in
 async def write_overhead(
     url: str, pgbench: str, log_dir: Path, seconds: int, clients: int, rounds: int = 3
 ) -> dict[str, Any]:
-    """(c) INSERT throughput with capture on (doorbell not armed) and off.
+    """(d) INSERT throughput with capture on (doorbell not armed) and off.
 
     The two alternate over several rounds, starting from a vacuumed, checkpointed
     database, and the medians are compared, so neither side pays for the other's

@@ -12,6 +12,7 @@ from typing import NoReturn
 import pytest
 
 from notifier.devtools.consume import Message, consumer
+from notifier.devtools.receiver import Receiver
 
 # Set by .ci/run where the services answer: a broker test that cannot reach its broker
 # then fails instead of skipping.
@@ -62,3 +63,9 @@ async def consuming(url: str, ready_within: float = 15.0) -> AsyncIterator[Colle
                 await task
         except TimeoutError:
             task.cancel()
+
+
+def webhook_bodies(receiver: Receiver, path: str = "/hook") -> dict[str, bytes]:
+    """The bodies a webhook subscription on ``path`` received, by event id: what each
+    broker message's body must equal."""
+    return {r.headers["webhook-id"]: r.body for r in receiver.by_path()[path]}

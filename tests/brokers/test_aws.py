@@ -30,7 +30,7 @@ from notifier.sinks.registry import SinkOptions
 from notifier.sinks.targets import InvalidTarget, parse_eventbridge, parse_sns, parse_sqs
 from notifier.subscriptions.store import SubscriptionStore
 from tests.brokers.moto_server import ACCOUNT, REGION, Moto, moto_server
-from tests.brokers.support import Collected, consuming
+from tests.brokers.support import Collected, consuming, webhook_bodies
 from tests.support import Daemon, listening, settled, start, statuses, write_events
 
 
@@ -91,10 +91,6 @@ async def queued(name: str) -> int:
             QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
         )
     return int(found["Attributes"]["ApproximateNumberOfMessages"])
-
-
-def webhook_bodies(receiver: Receiver, path: str) -> dict[str, bytes]:
-    return {r.headers["webhook-id"]: r.body for r in receiver.by_path()[path]}
 
 
 def once_each(collected: Collected) -> dict[str, Message]:

@@ -19,7 +19,7 @@ from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver
 from notifier.subscriptions.store import SubscriptionStore
 from tests.brokers.kafka_server import Tansu, running_tansu
-from tests.brokers.support import Collected, consuming
+from tests.brokers.support import Collected, consuming, webhook_bodies
 from tests.support import (
     Daemon,
     listening,
@@ -101,7 +101,7 @@ async def test_end_to_end_each_event_once_with_the_webhook_body(
         await asyncio.sleep(0.5)  # a duplicate would have arrived by now
 
     by_id = collected.by_event_id()
-    webhook = {r.headers["webhook-id"]: r.body for r in receiver.by_path()["/hook"]}
+    webhook = webhook_bodies(receiver)
     print(f"\nkafka: 2000 events on a 3-partition topic in {took:.2f} s")
     assert len(by_id) == 2000
     assert {len(copies) for copies in by_id.values()} == {1}

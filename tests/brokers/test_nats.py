@@ -29,7 +29,7 @@ from notifier.sinks.nats import make
 from notifier.sinks.registry import SinkOptions
 from notifier.subscriptions.store import SubscriptionStore
 from tests.brokers.nats_server import nats_server
-from tests.brokers.support import Collected, consuming, unavailable
+from tests.brokers.support import Collected, consuming, unavailable, webhook_bodies
 from tests.support import (
     Daemon,
     free_port,
@@ -126,10 +126,10 @@ async def test_2000_rows_arrive_once_each_as_the_webhook_body_with_cloudevents_h
     assert {len(copies) for copies in by_id.values()} == {1}
     assert stored == 2000
     assert first.subject == f"{s.prefix}.transaction.created"
-    webhook_bodies = {r.headers["webhook-id"]: r.body for r in receiver.by_path()["/hook"]}
-    assert set(webhook_bodies) == set(by_id)
+    webhook = webhook_bodies(receiver)
+    assert set(webhook) == set(by_id)
     for event_id, [message] in by_id.items():
-        assert message.body == webhook_bodies[event_id]
+        assert message.body == webhook[event_id]
         body = message.as_json()["body"]
         assert message.metadata == {
             "Nats-Msg-Id": event_id,

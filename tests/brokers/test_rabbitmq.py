@@ -26,7 +26,7 @@ from tests.brokers.rabbitmq_support import (
     declare_exchange,
     names_of_its_own,
 )
-from tests.brokers.support import consuming
+from tests.brokers.support import consuming, webhook_bodies
 from tests.support import (
     Daemon,
     listening,
@@ -78,7 +78,7 @@ async def test_2000_events_arrive_once_each_with_the_webhook_body_and_cloudevent
     by_id = collected.by_event_id()
     assert len(by_id) == 2000
     assert {len(copies) for copies in by_id.values()} == {1}
-    webhook = {r.headers["webhook-id"]: r.body for r in receiver.by_path()["/hook"]}
+    webhook = webhook_bodies(receiver)
     assert webhook.keys() == by_id.keys()
     for event_id, (message,) in by_id.items():
         assert message.body == webhook[event_id]
