@@ -12,6 +12,7 @@ import asyncpg
 from api.errors import PROBLEM_TYPES, Problem, problem_body
 from api.responses import Account, Kind, Transaction
 from notifier.db.pool import load_queries
+from notifier.tracecontext import TraceContext
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Executor = asyncpg.Pool | Connection
@@ -102,16 +103,21 @@ async def apply_transaction(
     currency: str | None,
     metadata: dict[str, Any],
     idempotency_key: str | None,
+    trace: TraceContext | None = None,
 ) -> Outcome:
-    """Insert one transaction; the trigger applies it or refuses it.
+    """Insert one transaction; the trigger applies it or refuses it, and its event keeps
+    ``trace``.
 
     Runs in its own transaction (a savepoint inside an open one), so that a refusal leaves
     an enclosing transaction usable. A unique violation of the idempotency key is raised.
     """
+    queries = load_queries("accounts")
     try:
         async with conn.transaction():
+            if trace is not None:
+                await conn.execute(queries["set_trace"], trace.traceparent, trace.tracestate)
             record = await conn.fetchrow(
-                load_queries("accounts")["insert_transaction"],
+                queries["insert_transaction"],
                 account_id,
                 kind,
                 amount,

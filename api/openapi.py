@@ -106,6 +106,26 @@ _IDEMPOTENCY_KEY = {
     },
 }
 
+# W3C Trace Context: the trace is kept with the event and sent with every delivery. A
+# malformed value starts no error: it is ignored, as the specification asks.
+_TRACE_CONTEXT = [
+    {
+        "name": "traceparent",
+        "in": "header",
+        "required": False,
+        "description": "W3C traceparent (00-<trace id>-<parent id>-<flags>): every delivery "
+        "of the event this request causes carries it.",
+        "schema": {"type": "string", "pattern": "^[!-~]+$"},
+    },
+    {
+        "name": "tracestate",
+        "in": "header",
+        "required": False,
+        "description": "W3C tracestate, passed on with the traceparent.",
+        "schema": {"type": "string", "pattern": "^[!-~]+$"},
+    },
+]
+
 
 def _transaction_post(summary: str) -> dict[str, Any]:
     created = json_response(ref(Transaction), "Applied (or the stored response of this key).")
@@ -118,7 +138,7 @@ def _transaction_post(summary: str) -> dict[str, Any]:
     }
     return {
         "summary": summary,
-        "parameters": [path_id("account_id"), _IDEMPOTENCY_KEY],
+        "parameters": [path_id("account_id"), _IDEMPOTENCY_KEY, *_TRACE_CONTEXT],
         "requestBody": body(TransactionCreate, {"amount": 500, "metadata": {"order_id": "o-1001"}}),
         "responses": {"201": created, **problems(*WRITE_ERRORS, 404, 409)},
     }

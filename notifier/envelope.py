@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+from notifier.tracecontext import TraceContext
+
 
 def timestamp(moment: datetime) -> str:
     """The contract's form of a moment: UTC, microseconds, ``Z``
@@ -26,10 +28,18 @@ class Envelope:
     type: str
     created_at: datetime
     body: bytes
+    # The trace the change was made in, passed on as headers or message metadata.
+    trace: TraceContext | None = None
 
     @classmethod
     def of(
-        cls, event_id: UUID, event_type: str, created_at: datetime, data: str, previous: str | None
+        cls,
+        event_id: UUID,
+        event_type: str,
+        created_at: datetime,
+        data: str,
+        previous: str | None,
+        trace: TraceContext | None = None,
     ) -> Envelope:
         """The event contract's JSON; ``data`` and ``previous`` are JSON text, as stored."""
         body = (
@@ -37,4 +47,4 @@ class Envelope:
             f'"timestamp":"{timestamp(created_at)}",'
             f'"data":{data},"previous":{previous or "null"}}}'
         ).encode()
-        return cls(event_id, event_type, created_at, body)
+        return cls(event_id, event_type, created_at, body, trace)

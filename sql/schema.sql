@@ -22,15 +22,29 @@ CREATE FUNCTION notifier.capture() RETURNS trigger
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
-    topic     text := TG_ARGV[0];
-    in_utc    boolean := current_setting('TimeZone') IN ('UTC', 'Etc/UTC', 'GMT', 'Etc/GMT', 'UCT', 'Zulu');
-    captured  bigint;
+    topic       text := TG_ARGV[0];
+    in_utc      boolean := current_setting('TimeZone') IN ('UTC', 'Etc/UTC', 'GMT', 'Etc/GMT', 'UCT', 'Zulu');
+    -- Unset, and reset by the end of a transaction that set it locally: NULL or ''.
+    traceparent text := nullif(current_setting('notifier.traceparent', true), '');
+    tracestate  text := nullif(current_setting('notifier.tracestate', true), '');
+    captured    bigint;
 BEGIN
     IF topic IS NULL OR topic = '' THEN
         RAISE EXCEPTION 'notifier.capture() needs a topic argument on table %.%', TG_TABLE_SCHEMA, TG_TABLE_NAME;
     END IF;
+    IF traceparent IS NOT NULL AND NOT notifier.is_traceparent(traceparent) THEN
+        RAISE EXCEPTION 'notifier.traceparent is not a W3C traceparent: %', traceparent
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 00-<32 lowercase hex trace id>-<16 lowercase hex parent id>-<2 hex flags>, neither id all zeros.';
+    END IF;
+    IF tracestate IS NOT NULL AND NOT (traceparent IS NOT NULL AND notifier.is_tracestate(tracestate)) THEN
+        RAISE EXCEPTION 'notifier.tracestate is not a W3C tracestate, or came without notifier.traceparent'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set it with notifier.traceparent: printable ASCII, at most 512 characters.';
+    END IF;
 
-    INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, previous)
+    INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, previous,
+                                 traceparent, tracestate)
     VALUES (
         topic || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
         topic, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
@@ -40,7 +54,8 @@ BEGIN
         END,
         CASE WHEN TG_OP = 'UPDATE'
              THEN CASE WHEN in_utc THEN to_jsonb(OLD) ELSE notifier.to_jsonb_utc(OLD) END
-        END)
+        END,
+        traceparent, tracestate)
     RETURNING id INTO captured;
     INSERT INTO notifier.event_queue (event_id) VALUES (captured);
 
@@ -146,6 +161,31 @@ COMMENT ON TABLE notifier.ordering_keys IS 'Per key of an ordered subscription: 
 CREATE FUNCTION notifier.is_key_head(subscription_id bigint, key text, event_id bigint) RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN ((key IS NULL) OR (EXISTS (SELECT 1 FROM notifier.ordering_keys k WHERE ((k.subscription_id = is_key_head.subscription_id) AND (k.key = is_key_head.key) AND (k.head = is_key_head.event_id)))));
+
+--
+-- Name: is_traceparent(text); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.is_traceparent(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    -- Version 00: an all-zero trace id or parent id is invalid.
+    SELECT value ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+       AND substr(value, 4, 32) <> repeat('0', 32)
+       AND substr(value, 37, 16) <> repeat('0', 16)
+$_$;
+
+--
+-- Name: is_tracestate(text); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.is_tracestate(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    -- Printable ASCII only (it becomes a header and message metadata), and no longer than
+    -- the 512 characters every tracer is asked to carry.
+    SELECT value ~ '^[ -~]+$' AND length(value) <= 512
+$_$;
 
 --
 -- Name: row_matches(jsonb, jsonb); Type: FUNCTION; Schema: notifier; Owner: -
@@ -542,6 +582,8 @@ CREATE TABLE notifier.events (
     data jsonb NOT NULL,
     previous jsonb,
     created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    traceparent text,
+    tracestate text,
     CONSTRAINT events_op CHECK ((op = ANY (ARRAY['INSERT'::text, 'UPDATE'::text, 'DELETE'::text])))
 );
 
@@ -550,6 +592,18 @@ CREATE TABLE notifier.events (
 --
 
 COMMENT ON TABLE notifier.events IS 'Outbox: one row per captured change, immutable. uid is the public event id (webhook-id).';
+
+--
+-- Name: COLUMN events.traceparent; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.events.traceparent IS 'W3C traceparent of the transaction that made the change (SET LOCAL notifier.traceparent), sent with every delivery.';
+
+--
+-- Name: COLUMN events.tracestate; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.events.tracestate IS 'W3C tracestate that came with the traceparent (SET LOCAL notifier.tracestate).';
 
 --
 -- Name: events_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -
@@ -796,6 +850,20 @@ ALTER TABLE ONLY notifier.event_queue
 
 ALTER TABLE ONLY notifier.events
     ADD CONSTRAINT events_pkey PRIMARY KEY (id);
+
+--
+-- Name: events events_traceparent; Type: CHECK CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE notifier.events
+    ADD CONSTRAINT events_traceparent CHECK (notifier.is_traceparent(traceparent)) NOT VALID;
+
+--
+-- Name: events events_tracestate; Type: CHECK CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE notifier.events
+    ADD CONSTRAINT events_tracestate CHECK (((tracestate IS NULL) OR (notifier.is_tracestate(tracestate) AND (traceparent IS NOT NULL)))) NOT VALID;
 
 --
 -- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -

@@ -14,6 +14,7 @@ from api.ledger import Connection, Ledger, Outcome, apply_transaction
 from api.models import AccountCreate, TransactionCreate, TransactionPage
 from api.responses import Kind, TransactionList, respond
 from api.state import POOL, SETTINGS
+from notifier.tracecontext import from_headers
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -60,6 +61,9 @@ async def _post_transaction(request: web.Request, kind: Kind) -> web.Response:
         "currency": body.currency,
         "metadata": body.metadata,
         "idempotency_key": key,
+        "trace": from_headers(
+            request.headers.getall("traceparent", []), request.headers.getall("tracestate", [])
+        ),
     }
     if key is None:
         async with pool.acquire() as conn:

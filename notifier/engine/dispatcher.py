@@ -98,7 +98,12 @@ class Dispatcher:
                 return  # never attempted: released at shutdown
             try:
                 envelope = Envelope.of(
-                    item.event_uid, item.event_type, item.event_created_at, item.data, item.previous
+                    item.event_uid,
+                    item.event_type,
+                    item.event_created_at,
+                    item.data,
+                    item.previous,
+                    item.trace,
                 )
                 outcome = await self._sink.deliver(item.destination, envelope)
             except Exception as exc:

@@ -17,6 +17,7 @@ from notifier.db.errors import is_retryable
 from notifier.db.pool import load_queries
 from notifier.sinks.base import Destination
 from notifier.statuses import SettledStatus
+from notifier.tracecontext import TraceContext
 
 if TYPE_CHECKING:
     PooledConnection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
@@ -35,6 +36,7 @@ class Claimed:
     event_created_at: datetime
     data: str  # JSON text: the stored row, its timestamps in the contract's form
     previous: str | None
+    trace: TraceContext | None
     destination: Destination
     max_in_flight: int | None
 
@@ -98,6 +100,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         event_created_at=row["event_created_at"],
         data=row["data"],
         previous=row["previous"],
+        trace=TraceContext.stored(row["traceparent"], row["tracestate"]),
         destination=Destination(
             row["target"],
             secrets,

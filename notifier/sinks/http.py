@@ -81,6 +81,8 @@ def request(
         body, content_type = envelope.body, CONTENT_TYPE
     headers = dict(destination.headers)
     headers.update(event_headers(str(envelope.id), body, destination.secrets, now, content_type))
+    if envelope.trace is not None:
+        headers.update(envelope.trace.items())
     return body, headers
 
 

@@ -17,14 +17,19 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def cloudevents_attributes(envelope: Envelope, source: str) -> dict[str, str]:
-    """The CloudEvents 1.0 required attributes, plus ``time`` (the capture)."""
-    return {
+    """The CloudEvents 1.0 required attributes, plus ``time`` (the capture) and, for an
+    event made in a trace, the distributed tracing extension's ``traceparent`` and
+    ``tracestate``."""
+    attributes = {
         "specversion": SPECVERSION,
         "id": str(envelope.id),
         "source": source,
         "type": envelope.type,
         "time": timestamp(envelope.created_at),
     }
+    if envelope.trace is not None:
+        attributes.update(envelope.trace.items())
+    return attributes
 
 
 def structured(envelope: Envelope, source: str) -> bytes:

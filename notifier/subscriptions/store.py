@@ -65,6 +65,9 @@ RESERVED_HEADERS = frozenset(
         "trailer",
         "upgrade",
         "expect",
+        # Each event's own trace: a fixed one would join unrelated deliveries in one trace.
+        "traceparent",
+        "tracestate",
     }
 )
 

@@ -28,6 +28,7 @@ from notifier.sinks.base import Destination, Result
 from notifier.sinks.nats import make
 from notifier.sinks.registry import SinkOptions
 from notifier.subscriptions.store import SubscriptionStore
+from notifier.tracecontext import TraceContext
 from tests.brokers.nats_server import nats_server
 from tests.brokers.support import Collected, consuming, unavailable, webhook_bodies
 from tests.support import (
@@ -183,6 +184,31 @@ async def test_a_duplicate_is_acked_once_stored_and_a_subject_no_stream_captures
     assert refused.error is not None
     assert "ConnectionRefusedError" in refused.error
     assert refused.duration < 0.5
+
+
+async def test_a_traced_event_carries_its_trace_as_cloudevents_extension_headers() -> None:
+    sink = make(SinkOptions(timeout_seconds=2, max_connections=10))
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    trace = TraceContext(parent, "rojo=00f067aa0ba902b7")
+    traced, plain = (
+        Envelope.of(uuid.uuid4(), "transaction.created", datetime.now(UTC), "{}", None, t)
+        for t in (trace, None)
+    )
+    try:
+        async with stream(SHARED) as s:
+            for envelope in (traced, plain):
+                outcome = await sink.deliver(Destination(f"{SHARED}/{s.prefix}.x"), envelope)
+                assert outcome.result is Result.SUCCEEDED, outcome
+            first, second = [await s.js.get_msg(s.name, seq) for seq in (1, 2)]
+    finally:
+        await sink.close()
+
+    assert first.headers is not None
+    assert second.headers is not None
+    assert first.headers["ce-traceparent"] == parent
+    assert first.headers["ce-tracestate"] == "rojo=00f067aa0ba902b7"
+    assert first.headers["ce-id"] == str(traced.id)
+    assert not {"ce-traceparent", "ce-tracestate"} & set(second.headers)
 
 
 async def test_credentials_in_the_url_are_used_and_never_shown(tmp_path: Path) -> None:

@@ -13,6 +13,12 @@ VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
 RETURNING id, account_id, kind, amount, currency, balance_after, idempotency_key,
           metadata::text AS metadata, created_at;
 
+-- name: set_trace
+-- The caller's trace, for the capture trigger: local to the transaction, so a pooled
+-- connection's next transaction starts without it.
+SELECT set_config('notifier.traceparent', $1, true),
+       set_config('notifier.tracestate', coalesce($2, ''), true);
+
 -- name: transaction_by_key
 SELECT id, account_id, kind, amount, currency, balance_after, idempotency_key,
        metadata::text AS metadata, created_at

@@ -150,7 +150,8 @@ claimed AS (
 ),
 claimed_events AS (
     SELECT c.id, c.attempts, c.schedule_offset, c.subscription_id, c.ordering_key, e.uid,
-           e.type, e.created_at, e.data, e.previous, e.table_schema, e.table_name
+           e.type, e.created_at, e.data, e.previous, e.table_schema, e.table_name,
+           e.traceparent, e.tracestate
       FROM claimed c
       JOIN notifier.events e ON e.id = c.event_id
 ),
@@ -174,7 +175,8 @@ SELECT stats.fanned_events,
        notifier.contract_timestamps(c.previous, src.columns)::text AS previous,
        s.url AS target, s.secret,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
-       s.max_in_flight, s.headers::text AS headers, s.format, c.ordering_key
+       s.max_in_flight, s.headers::text AS headers, s.format, c.ordering_key,
+       c.traceparent, c.tracestate
   FROM (SELECT count(*) AS fanned_events FROM queued) AS stats
   LEFT JOIN claimed_events c ON true
   LEFT JOIN sources src ON src.table_schema = c.table_schema AND src.table_name = c.table_name

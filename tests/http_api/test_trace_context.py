@@ -1,0 +1,154 @@
+"""W3C Trace Context end to end: a caller's trace reaches every receiver of the events
+it causes, through the API or a SQL session, and nothing else does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psycopg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from notifier.devtools.daemon_process import wait_until
+from notifier.devtools.receiver import Receiver
+from notifier.subscriptions.store import SubscriptionStore
+from tests.http_api.conftest import new_account
+from tests.support import Daemon, start
+
+Conn = psycopg.Connection[tuple[object, ...]]
+API_TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+SQL_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+FUTURE_TRACE = "cc-5c1f0a7b2e9d4c3b8a6f0e1d2c3b4a59-1a2b3c4d5e6f7a8b-01-what-comes-next"
+
+
+async def _transaction(
+    client: TestClient[Any, Any], account_id: int, kind: str, headers: dict[str, str]
+) -> int:
+    path = f"/accounts/{account_id}/{kind}"
+    response = await client.post(path, json={"amount": 10}, headers=headers)
+    assert response.status == 201, await response.text()
+    transaction_id: int = (await response.json())["id"]
+    return transaction_id
+
+
+async def test_the_callers_trace_reaches_the_receiver_and_untraced_events_carry_none(
+    client: TestClient[Any, Any],
+    database_url: str,
+    dba: Conn,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    store = SubscriptionStore(pool, allow_private_targets=True)
+    await store.create(receiver.url("/hook"))
+    start(daemons, database_url, tmp_path)
+    account_id = await new_account(client)
+
+    traced = await _transaction(
+        client,
+        account_id,
+        "top-ups",
+        {"traceparent": API_TRACE, "tracestate": "rojo=00f067aa0ba902b7, congo=t61rcWkgMzE"},
+    )
+    untraced = await _transaction(client, account_id, "top-ups", {})
+    # A malformed traceparent starts no error and no trace: the write goes through.
+    malformed = await _transaction(
+        client, account_id, "top-ups", {"traceparent": API_TRACE.upper(), "tracestate": "a=b"}
+    )
+    # A later version's first four fields are kept, passed on as version 00.
+    future = await _transaction(client, account_id, "debits", {"traceparent": FUTURE_TRACE})
+    # A DBA names the trace for one transaction; the session's next one has none.
+    with dba.transaction():
+        dba.execute(f"SET LOCAL notifier.traceparent = '{SQL_TRACE}'")
+        row = dba.execute(
+            "INSERT INTO transactions (account_id, kind, amount) VALUES (%s, 'top_up', 7) "
+            "RETURNING id",
+            [account_id],
+        ).fetchone()
+        assert row is not None
+        from_sql = int(str(row[0]))
+    row = dba.execute(
+        "INSERT INTO transactions (account_id, kind, amount) VALUES (%s, 'top_up', 8) RETURNING id",
+        [account_id],
+    ).fetchone()
+    assert row is not None
+    after_sql = int(str(row[0]))
+
+    await wait_until(lambda: len(receiver.received) >= 6, what="6 deliveries")
+    headers = {json.loads(r.body)["data"]["id"]: r.headers for r in receiver.received}
+    assert headers[traced]["traceparent"] == API_TRACE
+    assert headers[traced]["tracestate"] == "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    assert headers[from_sql]["traceparent"] == SQL_TRACE
+    assert "tracestate" not in headers[from_sql]
+    assert headers[future]["traceparent"] == (
+        "00-5c1f0a7b2e9d4c3b8a6f0e1d2c3b4a59-1a2b3c4d5e6f7a8b-01"
+    )
+    for untraced_id in (untraced, malformed, after_sql):
+        assert "traceparent" not in headers[untraced_id]
+        assert "tracestate" not in headers[untraced_id]
+    assert len(receiver.received) == 6
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"notifier.traceparent": "00-abc-def-01"},
+            "notifier.traceparent is not a W3C traceparent: 00-abc-def-01",
+        ),
+        (
+            {"notifier.traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+            "is not a W3C traceparent",
+        ),
+        (
+            {"notifier.tracestate": "vendor=value"},
+            "notifier.tracestate is not a W3C tracestate, or came without notifier.traceparent",
+        ),
+        (
+            {"notifier.traceparent": SQL_TRACE, "notifier.tracestate": "vendor=caf\u00e9"},
+            "notifier.tracestate is not a W3C tracestate",
+        ),
+        (
+            {"notifier.traceparent": SQL_TRACE, "notifier.tracestate": "v=" + "x" * 511},
+            "notifier.tracestate is not a W3C tracestate",
+        ),
+    ],
+)
+def test_a_malformed_trace_in_sql_is_refused_clearly_and_changes_nothing(
+    dba: Conn, settings: dict[str, str], message: str
+) -> None:
+    account_id = dba.execute(
+        "INSERT INTO accounts (currency) VALUES ('USD') RETURNING id"
+    ).fetchone()
+    assert account_id is not None
+    events_before = dba.execute("SELECT count(*) FROM notifier.events").fetchone()
+    with dba.transaction(force_rollback=True):
+        for name, value in settings.items():
+            dba.execute("SELECT set_config(%s, %s, true)", [name, value])
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+            dba.execute(
+                "INSERT INTO transactions (account_id, kind, amount) VALUES (%s, 'top_up', 5)",
+                [account_id[0]],
+            )
+    balance = dba.execute("SELECT balance FROM accounts WHERE id = %s", [account_id[0]]).fetchone()
+    assert balance == (0,)
+    assert dba.execute("SELECT count(*) FROM notifier.events").fetchone() == events_before
+
+
+def test_the_outbox_holds_no_malformed_trace_whoever_writes_it(dba: Conn) -> None:
+    """The columns check what the trigger checks: a direct insert is refused too."""
+    with pytest.raises(psycopg.errors.CheckViolation, match="events_traceparent"):
+        dba.execute(
+            "INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, "
+            "traceparent) VALUES ('x.created', 'x', 'public', 'x', 'INSERT', '{}', "
+            "'00-abc-def-01')"
+        )
+    with pytest.raises(psycopg.errors.CheckViolation, match="events_tracestate"):
+        dba.execute(
+            "INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, "
+            "tracestate) VALUES ('x.created', 'x', 'public', 'x', 'INSERT', '{}', 'a=b')"
+        )
