@@ -164,6 +164,9 @@ class Event(_Response):
     timestamp: Timestamp
     data: dict[str, Any]
     previous: dict[str, Any] | None
+    # The W3C trace the change was made in, sent with every delivery; null outside one.
+    traceparent: str | None
+    tracestate: str | None
     fanned_out: bool
     deliveries: list[EventDelivery]
 

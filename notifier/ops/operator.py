@@ -135,6 +135,8 @@ class Operations:
             "timestamp": optional_timestamp(event["created_at"]),
             "data": json.loads(event["data"]),
             "previous": json.loads(event["previous"]) if event["previous"] else None,
+            "traceparent": event["traceparent"],
+            "tracestate": event["tracestate"],
             "fanned_out": not event["queued"],
             "deliveries": [
                 {**_delivery(d), "attempt_log": by_delivery.get(d["id"], [])} for d in deliveries

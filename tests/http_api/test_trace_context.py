@@ -92,6 +92,20 @@ async def test_the_callers_trace_reaches_the_receiver_and_untraced_events_carry_
         assert "tracestate" not in headers[untraced_id]
     assert len(receiver.received) == 6
 
+    # An operator inspecting the event sees the trace it was made in.
+    event_ids = {
+        json.loads(r.body)["data"]["id"]: r.headers["webhook-id"] for r in receiver.received
+    }
+    shown = await client.get(f"/events/{event_ids[traced]}")
+    assert shown.status == 200
+    body = await shown.json()
+    assert (body["traceparent"], body["tracestate"]) == (
+        API_TRACE,
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+    )
+    shown = await client.get(f"/events/{event_ids[untraced]}")
+    assert (await shown.json())["traceparent"] is None
+
 
 @pytest.mark.parametrize(
     ("settings", "message"),

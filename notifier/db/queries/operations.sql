@@ -2,6 +2,7 @@
 SELECT e.id, e.uid, e.type, e.table_schema, e.table_name, e.op,
        notifier.contract_timestamps(e.data, c.columns)::text AS data,
        notifier.contract_timestamps(e.previous, c.columns)::text AS previous, e.created_at,
+       e.traceparent, e.tracestate,
        EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = e.id) AS queued
   FROM notifier.events e,
        LATERAL (SELECT notifier.timestamptz_columns(e.table_schema, e.table_name) AS columns) c
