@@ -7,12 +7,12 @@ COPY notifier notifier
 COPY api api
 COPY sql sql
 # Every destination's client library (the [brokers] extra) is in the image.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[brokers]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[brokers,sentry]"
 
 FROM python:3.12-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin notifier
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "notifier[brokers]" && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels "notifier[brokers,sentry]" && rm -rf /wheels
 USER notifier
 ENV PYTHONUNBUFFERED=1 \
     NOTIFIER_LOG_FORMAT=json

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     retention_batch_size: int = Field(default=1000, gt=0, le=100000)
     retention_batch_budget_ms: int = Field(default=500, ge=10)
 
+    # Error reporting (the ``notifier[sentry]`` extra): nothing is sent without a DSN.
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str = Field(default="production", min_length=1)
+    sentry_release: str | None = None  # None: notifier@<this package's version>
+
     @property
     def retention_seconds(self) -> float:
         return duration_seconds(self.retention)
@@ -127,6 +132,33 @@ class Settings(BaseSettings):
                 f"not a valid URL ({redact_url(value)}): its query must be name=value "
                 "parameters joined by &, and & # in a value must be percent-encoded"
             ) from None
+        return value
+
+    @field_validator("sentry_dsn", mode="before")
+    @classmethod
+    def _blank_dsn_is_unset(cls, value: object) -> object:
+        # A compose file's ``NOTIFIER_SENTRY_DSN=${SENTRY_DSN:-}`` means "no Sentry".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _check_sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        # The message never quotes the DSN: its key is what lets anyone send events.
+        problem = "must be a Sentry DSN, https://KEY@HOST/PROJECT_ID"
+        try:
+            parts = urlsplit(value.get_secret_value().strip())
+            _ = parts.port
+        except ValueError:
+            raise ValueError(problem) from None
+        project = parts.path.rsplit("/", 1)[-1]
+        if parts.scheme not in ("http", "https") or not parts.username or not parts.hostname:
+            raise ValueError(problem)
+        if not re.fullmatch(r"[0-9]+", project):
+            raise ValueError(f"{problem}: its path must end with the project's number")
         return value
 
     @field_validator("retry_schedule", mode="before")

@@ -33,6 +33,7 @@ from notifier.devtools import SECRET_ENV
 from notifier.observability.healthcheck import health_url, probe
 from notifier.observability.logging import configure_logging, get_logger
 from notifier.observability.redaction import redact_text
+from notifier.observability.sentry import error_reporting
 from notifier.settings import Settings, SettingsError, load_settings
 from notifier.sinks.registry import WEBHOOK, MissingExtra, kind_of, require
 from notifier.subscriptions.store import (
@@ -102,7 +103,8 @@ def _run_api(args: argparse.Namespace, settings: Settings) -> int:
             "api_auth_disabled",
             detail="--insecure-no-auth: every route is open to anyone who can connect",
         )
-    run_api(settings, insecure_no_auth=args.insecure_no_auth)
+    with error_reporting(settings, "api"):
+        run_api(settings, insecure_no_auth=args.insecure_no_auth)
     return 0
 
 
@@ -154,7 +156,8 @@ def _run_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
 def _run_daemon(_args: argparse.Namespace, settings: Settings) -> int:
     from notifier.engine.daemon import run_daemon
 
-    return asyncio.run(run_daemon(settings))
+    with error_reporting(settings, "daemon"):
+        return asyncio.run(run_daemon(settings))
 
 
 def _run_bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -141,7 +141,9 @@ class Dispatcher:
         if status == "succeeded":
             log.info("delivery_succeeded", **fields)
         elif status == "dead":
-            log.error("delivery_dead", **fields)
+            # A receiver's failure, not the daemon's: counted, kept as a dead letter to
+            # recover, and not an error line (those page someone through Sentry).
+            log.warning("delivery_dead", **fields)
         else:
             log.warning("delivery_failed", retry_in=round(retry_in, 3), **fields)
         if outcome.disable:

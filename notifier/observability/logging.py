@@ -8,11 +8,12 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 from notifier.observability.redaction import redact_urls_in
 
-# Keys whose values are never written, whoever logs them.
-_SECRET_KEYS = frozenset(
+# Keys whose values are never written, whoever logs them (nor sent to Sentry).
+SECRET_KEYS = frozenset(
     {"secret", "secrets", "token", "api_token", "password", "authorization", "signature"}
 )
 
@@ -27,7 +28,7 @@ _LEVELS = {
 def _redact(
     _logger: object, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in event_dict.keys() & _SECRET_KEYS:
+    for key in event_dict.keys() & SECRET_KEYS:
         event_dict[key] = "***"
     return event_dict
 
@@ -42,9 +43,16 @@ def _redact_urls(
     return event_dict
 
 
-def configure_logging(log_format: str = "json", level: str = "info") -> None:
-    """Configure structlog for the whole process; logs go to standard error."""
-    renderer: structlog.typing.Processor = (
+def configure_logging(
+    log_format: str = "json", level: str = "info", report: Processor | None = None
+) -> None:
+    """Configure structlog for the whole process; logs go to standard error.
+
+    ``report`` sees every line, ours and the libraries', before its traceback is
+    rendered (``exc_info`` is still the exception): the Sentry bridge.
+    """
+    reporting = [report] if report is not None else []
+    renderer: Processor = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if log_format == "console"
         else structlog.processors.JSONRenderer()
@@ -56,6 +64,7 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
             _name_logger,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
+            *reporting,
             structlog.processors.format_exc_info,
             _redact_urls,
             renderer,
@@ -64,10 +73,10 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    _route_standard_logging(renderer)
+    _route_standard_logging(renderer, reporting)
 
 
-def _route_standard_logging(renderer: structlog.typing.Processor) -> None:
+def _route_standard_logging(renderer: Processor, reporting: list[Processor]) -> None:
     """Libraries log through the standard ``logging`` module (the broker clients, while a
     broker is away): their warnings become lines like ours, in the same format, with
     credentials masked, instead of bare text among the JSON lines."""
@@ -78,6 +87,7 @@ def _route_standard_logging(renderer: structlog.typing.Processor) -> None:
                 structlog.processors.add_log_level,
                 structlog.stdlib.add_logger_name,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
+                *reporting,
                 structlog.processors.format_exc_info,
             ],
             processors=[
