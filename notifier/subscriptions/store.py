@@ -182,6 +182,20 @@ def _check_http_extras(url: str, headers: dict[str, str] | None, format: str | N
         raise InvalidSubscription("format", "applies to http(s):// subscriptions only")
 
 
+def _check_credentials(url: str, headers: dict[str, str]) -> None:
+    """A webhook's credentials come one way: HTTP has room for one Authorization header,
+    and credentials in the URL become one (an attempt with both could never be sent)."""
+    if kind_of(url) is not WEBHOOK or not any(n.lower() == "authorization" for n in headers):
+        return
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise InvalidSubscription(
+            "headers",
+            "an Authorization header and credentials in the URL (user:password@) cannot "
+            "both be given: keep one",
+        )
+
+
 def _topics(event_types: list[str]) -> set[str] | None:
     """The topics the patterns name; None when one of them is '*' (any topic)."""
     if "*" in event_types:
@@ -319,6 +333,7 @@ class SubscriptionStore:
         """Store a new subscription; a secret is generated when none is given."""
         url = await check_target(url, allow_private=self._allow_private)
         _check_http_extras(url, headers, format)
+        _check_credentials(url, headers or {})
         event_types = validate_event_types(event_types or ["*"])
         ordering_key = await self._ordering_key(ordering, ordering_key, event_types)
         record = await self._db.fetchrow(
@@ -395,15 +410,18 @@ class SubscriptionStore:
             _check_http_extras(url, headers, format)
         if ordering is None and ordering_key is not None:
             raise InvalidSubscription("ordering_key", "is set together with ordering")
-        if ordering is not None:
+        if url is not None or headers is not None or ordering is not None:
+            # Checked against what the subscription keeps of its current settings.
             current = await self.get(subscription_id)
             if current is None:
                 return None
-            ordering_key = await self._ordering_key(
-                ordering, ordering_key, event_types or current.event_types
-            )
-            if ordering == "none":
-                await self._db.execute(self._queries["release_waiting"], subscription_id)
+            _check_credentials(url or current.url, current.headers if headers is None else headers)
+            if ordering is not None:
+                ordering_key = await self._ordering_key(
+                    ordering, ordering_key, event_types or current.event_types
+                )
+                if ordering == "none":
+                    await self._db.execute(self._queries["release_waiting"], subscription_id)
         try:
             record = await self._db.fetchrow(
                 self._queries["update"],

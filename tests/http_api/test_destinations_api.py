@@ -118,6 +118,12 @@ async def test_webhook_headers_are_kept_and_shown_masked(
         ({"headers": {"X-Key": 5}}, "headers", ""),
         ({"headers": {f"X-{n}": "v" for n in range(21)}}, "headers", ""),
         ({"format": "xml"}, "format", ""),
+        ({"headers": {"traceparent": "00-x"}}, "headers", "set by the notifier itself"),
+        (
+            {"url": "https://hook:pw@example.com/", "headers": {"authorization": "Basic x"}},
+            "headers",
+            "cannot both be given",
+        ),
         (
             {"url": "kafka://k1.internal:9092/wallet", "headers": {"X-Key": "v"}},
             "headers",
@@ -163,6 +169,32 @@ async def test_moving_a_webhook_with_extras_to_a_broker_is_422_until_they_are_cl
     )
     assert moved.status == 200, await moved.text()
     assert (await moved.json())["url"] == "nats://nats.internal/wallet.events"
+
+
+async def test_credentials_in_the_url_and_an_authorization_header_never_meet(
+    client: Client,
+) -> None:
+    """An attempt with both could not be sent: each change that would bring them
+    together is refused, whichever side it changes."""
+    response = await client.post("/subscriptions", json={"url": "https://hook:pw@example.com/"})
+    with_url = await response.json()
+    response = await client.post(
+        "/subscriptions",
+        json={"url": "https://example.com/", "headers": {"Authorization": "Bearer t"}},
+    )
+    with_header = await response.json()
+    for subscription_id, change in [
+        (with_url["id"], {"headers": {"Authorization": "Bearer t"}}),
+        (with_header["id"], {"url": "https://hook:pw@example.com/"}),
+    ]:
+        refused = await client.patch(f"/subscriptions/{subscription_id}", json=change)
+        assert refused.status == 422, await refused.text()
+        assert "cannot both be given" in (await refused.json())["errors"][0]["message"]
+    moved = await client.patch(
+        f"/subscriptions/{with_header['id']}",
+        json={"url": "https://hook:pw@example.com/", "headers": {}},
+    )
+    assert moved.status == 200, await moved.text()
 
 
 async def test_ordering_by_account_is_the_default_key_for_transaction_events(
