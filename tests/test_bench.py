@@ -55,7 +55,7 @@ def test_bench_reports_latency_burst_drain_ceiling_costs_and_write_ratio(pg_serv
         rf"requests/s, drain/ceiling {number}; peak RSS {number} MB",
         rf"per delivered event: daemon CPU {number} us, PostgreSQL CPU ({number} us|n/a)"
         rf".*, WAL {number} bytes",
-        rf"\(d\) pgbench, 8 clients, .* ratio {number}",
+        rf"\(d\) pgbench, 8 clients, .* ratio {number} .* in a trace .* ratio {number}",
     ]:
         assert re.search(figure, out), f"no line matches {figure!r} in:\n{out}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
