@@ -16,6 +16,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from aiohttp import web
 from notifier import __version__
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver, always
+from notifier.observability.sentry import Throttle
 from notifier.settings import SettingsError, load_settings
 from notifier.subscriptions.store import SubscriptionStore
 from tests.support import Daemon, start, statuses, write_events
@@ -298,16 +300,15 @@ async def test_a_crashing_attempt_arrives_with_its_delivery_id_and_its_death_doe
     assert [line["level"] for line in lines if line["event"] == "delivery_dead"] == ["warning"]
     crashes = [line for line in lines if line["event"] == "attempt_crashed"]
     assert len(crashes) == attempts
-    events = sentry.events()
-    # One event per crashed attempt, and none for the death that followed.
-    assert [event["logentry"]["message"] for event in events] == ["attempt_crashed"] * attempts
-    for event in events:
-        assert event["logger"] == "notifier.dispatch"
-        assert event["environment"] == "production"
-        assert event["tags"] == {"delivery_id": str(delivery_id), "process": "daemon"}
-        [exception] = event["exception"]["values"]
-        assert exception["type"] == "ValueError"
-        assert exception["value"] == "a signing secret must be whsec_ followed by base64"
+    # The same crash, four times in a minute, is one event; the death that followed is none.
+    [event] = sentry.events()
+    assert event["logentry"]["message"] == "attempt_crashed"
+    assert event["logger"] == "notifier.dispatch"
+    assert event["environment"] == "production"
+    assert event["tags"] == {"delivery_id": str(delivery_id), "process": "daemon"}
+    [exception] = event["exception"]["values"]
+    assert exception["type"] == "ValueError"
+    assert exception["value"] == "a signing secret must be whsec_ followed by base64"
     sentry.assert_holds_none_of(
         API_TOKEN,
         subscription.secret,
@@ -374,7 +375,8 @@ with error_reporting(settings, "daemon"):
         raise ConnectionResetError("lost amqp://guest:amqp-pa55@rabbit:5672/")
     except ConnectionResetError:
         logging.getLogger("aio_pika.robust_connection").exception("reconnecting failed")
-    log.error("settle_refused", delivery_id=7, attempt=2, token="t0k3n-9f1e", deliveries=1)
+    for _ in range(3):  # the same kind of line again and again: reported once
+        log.error("settle_refused", delivery_id=7, attempt=2, token="t0k3n-9f1e", deliveries=1)
     try:
         raise RuntimeError("a bug")
     except RuntimeError:
@@ -405,6 +407,17 @@ async def test_error_lines_of_ours_and_of_libraries_are_events_and_warnings_are_
     assert bug["extra"] == {"task": "pump"}
     assert bug["exception"]["values"][-1]["value"] == "a bug"
     sentry.assert_holds_none_of("amqp-pa55", "t0k3n-9f1e")
+
+
+def test_a_repeated_kind_of_line_is_held_back_and_counted_in_the_next_report() -> None:
+    throttle = Throttle(seconds=0.2)
+    kind = ("claim_failed",)
+    assert throttle.admit(kind) == 0
+    assert throttle.admit(("listener_disconnected",)) == 0  # another kind: its own clock
+    assert [throttle.admit(kind) for _ in range(3)] == [None, None, None]
+    time.sleep(0.25)
+    assert throttle.admit(kind) == 3
+    assert throttle.admit(kind) is None
 
 
 def _run(database_url: str, script: str, **env: str) -> subprocess.CompletedProcess[str]:

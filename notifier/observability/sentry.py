@@ -3,7 +3,9 @@
 What becomes an event: every log line at error level or above, of this code and of the
 libraries, tagged with the ids it carries (``event_id``, ``delivery_id``,
 ``subscription_id``, ``attempt``, ``request_id``, ...), with its exception when it has one;
-and an exception that ends the process. The SDK's own integrations stay off: the API
+and an exception that ends the process. The same kind of line is reported at most once
+a minute (with how many were held back), so an outage or a failure that repeats on
+every attempt does not flood the project. The SDK's own integrations stay off: the API
 turns every exception into a logged ``unhandled_error`` before aiohttp could see it, so
 the log line is the one report of each failure, and nothing else (request headers, local
 variables, breadcrumbs, the environment) is collected.
@@ -20,8 +22,12 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import time
+import traceback
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, cast
+
+from structlog.typing import Processor
 
 from notifier import __version__
 from notifier.db.errors import is_retryable
@@ -40,6 +46,7 @@ _REPORTED_LEVELS: dict[str, Literal["error", "fatal"]] = {"error": "error", "cri
 # Fields of every line that are not its data.
 _LINE_FIELDS = frozenset({"event", "level", "logger", "timestamp", "exc_info", "stack_info"})
 _TAG_MAX_CHARS = 200  # Sentry's limit on a tag's value
+REPEAT_SECONDS = 60.0
 _SIGNING_SECRET = re.compile(re.escape(SECRET_PREFIX) + r"\S+")
 # RFC 6750's token68: a quoted header, or a placeholder in a message, is left whole.
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/-]+=*")
@@ -88,13 +95,44 @@ def _is_id(key: str, value: object) -> bool:
     return (key.endswith("_id") or key == "attempt") and isinstance(value, str | int)
 
 
-def report_line(
-    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+class Throttle:
+    """The same kind of line (``_kind``) is reported at most once per ``seconds``: a
+    database away for an hour, or a subscription whose every attempt crashes, is one
+    event a minute, not one every few seconds per process."""
+
+    def __init__(self, seconds: float = REPEAT_SECONDS) -> None:
+        self._seconds = seconds
+        self._last: dict[tuple[str, ...], float] = {}
+        self._held: dict[tuple[str, ...], int] = {}
+
+    def admit(self, key: tuple[str, ...]) -> int | None:
+        """None: hold this one back; else how many were held back since the last."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._seconds:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+
+def line_reporter(throttle: Throttle) -> Processor:
     """A structlog processor: an error-level line becomes a Sentry event, its ids tags."""
-    level = _REPORTED_LEVELS.get(event_dict.get("level", ""))
-    if level is None:
+
+    def report(
+        _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        level = _REPORTED_LEVELS.get(event_dict.get("level", ""))
+        if level is not None:
+            _report(event_dict, level, throttle)
         return event_dict
+
+    return report
+
+
+def _report(
+    event_dict: MutableMapping[str, Any], level: Literal["error", "fatal"], throttle: Throttle
+) -> None:
     import sentry_sdk
     from sentry_sdk.utils import capture_internal_exceptions, event_from_exception
 
@@ -102,6 +140,9 @@ def report_line(
         event: Event
         hint: Hint
         exc_info = _exc_info(event_dict.get("exc_info"))
+        held = throttle.admit(_kind(event_dict, exc_info))
+        if held is None:
+            return
         if exc_info is None:
             event, hint = {}, {}
         else:
@@ -118,8 +159,20 @@ def report_line(
         event["extra"] = {
             k: v for k, v in fields.items() if k not in _LINE_FIELDS and not _is_id(k, v)
         }
+        if held:
+            event["extra"]["held_back_since_last_report"] = held
         sentry_sdk.capture_event(event, hint=hint)
-    return event_dict
+
+
+def _kind(event_dict: MutableMapping[str, Any], exc: BaseException | None) -> tuple[str, ...]:
+    """A line's name, and its exception's type and where it was raised: two bugs behind
+    one name (``unhandled_error``) are two kinds."""
+    name = str(event_dict.get("event", ""))
+    if exc is None:
+        return (name,)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return (name, type(exc).__name__, where)
 
 
 def _exc_info(value: object) -> BaseException | None:
@@ -166,7 +219,7 @@ def error_reporting(settings: Settings, process: Process) -> Iterator[None]:
         before_send=scrubber.before_send,
     )
     sentry_sdk.get_global_scope().set_tag("process", process)
-    configure_logging(settings.log_format, settings.log_level, report=report_line)
+    configure_logging(settings.log_format, settings.log_level, report=line_reporter(Throttle()))
     try:
         yield
     except Exception as exc:
