@@ -55,7 +55,7 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
     rotated_now = await store.rotate_secret(rotated.id, overlap_seconds=3600)
     assert rotated_now is not None
     await store.create(receiver.url("/other"), event_types=["order.created"])
-    daemon = start(daemons, database_url, tmp_path)
+    daemon = start(daemons, database_url, tmp_path, NOTIFIER_LOG_LEVEL="debug")
 
     account_id = account(dba)
     top_ups(dba, account_id, 3)  # a DBA in psql

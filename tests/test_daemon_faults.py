@@ -239,7 +239,8 @@ async def test_two_daemons_share_2000_events_without_duplicates(
     tmp_path: Path,
 ) -> None:
     await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/shared"))
-    pair = [start(daemons, database_url, tmp_path) for _ in range(2)]
+    # Each success is a debug line: it says which daemon delivered.
+    pair = [start(daemons, database_url, tmp_path, NOTIFIER_LOG_LEVEL="debug") for _ in range(2)]
     await wait_until(lambda: _listeners(pool, 2), what="both daemons to listen")
     await write_events(database_url, 2000, chunk=25, pause=0.005)
     await wait_until(

@@ -139,7 +139,9 @@ class Dispatcher:
             "duration_ms": round(duration_ms, 2),
         }
         if status == "succeeded":
-            log.info("delivery_succeeded", **fields)
+            # Every attempt is in the database's attempt log and every outcome in the
+            # metrics: a line for each success (thousands a second) is for debugging.
+            log.debug("delivery_succeeded", **fields)
         elif status == "dead":
             # A receiver's failure, not the daemon's: counted, kept as a dead letter to
             # recover, and not an error line (those page someone through Sentry).
