@@ -4,6 +4,7 @@ daemon keep working; what is not finished, or still queued, stays."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -12,9 +13,13 @@ import asyncpg
 import psycopg
 
 from notifier.db.migrate import migrate
+from notifier.db.pool import create_pool
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver
+from notifier.engine.daemon import keep_session
+from notifier.engine.upkeep import keep_retention
 from notifier.ops.retention import RetentionPolicy, run_retention
+from notifier.settings import Settings
 from notifier.subscriptions.store import SubscriptionStore
 from tests.ops_support import fanned_events
 from tests.pg import embedded_server
@@ -213,3 +218,38 @@ async def _days_of_retention(url: str, conn: asyncpg.Connection, sub: int, days:
                 )
             )
     return sizes
+
+
+async def test_a_run_cut_short_on_the_daemons_pool_leaves_no_lock_behind(
+    database_url: str, dba: Conn, pool: asyncpg.Pool
+) -> None:
+    """The daemon's pool does not reset released connections, so retention must not
+    hand one back still holding its session lock: no daemon could run it again."""
+    sub = (await SubscriptionStore(pool, allow_private_targets=True).create("http://x.test/")).id
+    fanned_events(dba, sub, 5, status="succeeded", age="8 days")
+    daemon_pool = await create_pool(database_url, min_size=1, max_size=1, reset=keep_session)
+    blocker = await asyncpg.connect(database_url)
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+    try:
+        async with blocker.transaction():
+            # A DBA's lock on the outbox: the purge waits for it, retention's lock in hand.
+            await blocker.execute("LOCK TABLE notifier.deliveries IN ACCESS EXCLUSIVE MODE")
+            settings = Settings(database_url=database_url, retention_batch_budget_ms=60_000)
+            task = asyncio.create_task(keep_retention(daemon_pool, settings))
+
+            async def running() -> bool:
+                return await pool.fetchval(held) == 1
+
+            await wait_until(running, what="retention to take its lock")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert await pool.fetchval(held) == 0
+        async with daemon_pool.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext('notifier.retention'))"
+            )
+            await conn.fetchval("SELECT pg_advisory_unlock(hashtext('notifier.retention'))")
+    finally:
+        await blocker.close()
+        await daemon_pool.close()

@@ -65,8 +65,13 @@ async def create_pool(
     max_size: int = 10,
     server_settings: Mapping[str, str] | None = None,
     setup: Callable[[PoolConnectionProxy], Coroutine[Any, Any, None]] | None = None,
+    reset: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
 ) -> asyncpg.Pool:
-    """Open a connection pool, or raise DatabaseUnavailable with a clear one-line reason."""
+    """Open a connection pool, or raise DatabaseUnavailable with a clear one-line reason.
+
+    ``reset`` replaces the driver's reset of a released connection (a round trip that
+    clears session state); an open transaction is rolled back either way.
+    """
     try:
         pool = await asyncpg.create_pool(
             url,
@@ -75,6 +80,7 @@ async def create_pool(
             timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings=dict(server_settings) if server_settings else None,
             setup=setup,
+            reset=reset,
         )
     except CONNECT_ERRORS as exc:
         # Not chained: a traceback would print the driver's unmasked text.

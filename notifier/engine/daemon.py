@@ -125,6 +125,17 @@ def _task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
     return asyncio.create_task(coro, name=name)
 
 
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """A pool's ``reset`` that leaves a released connection as it is.
+
+    The driver's default reset is a round trip on every release (unlock, close cursors,
+    unlisten, reset settings): on the daemon's pool, one more per claim and per settle.
+    Nothing the daemon runs on its pool leaves session state behind: its statements set
+    nothing beyond their transaction, and retention, the one user of a session lock,
+    closes its connection rather than return it with the lock still held.
+    """
+
+
 def replan_now_and_then(
     seconds: float,
 ) -> Callable[[PoolConnectionProxy], Coroutine[Any, Any, None]]:
@@ -159,6 +170,7 @@ async def run_daemon(settings: Settings) -> int:
         max_size=6,
         server_settings=DAEMON_SESSION,
         setup=replan_now_and_then(REPLAN_SECONDS),
+        reset=keep_session,
     )
     sink = Sinks(
         SinkOptions(

@@ -68,7 +68,13 @@ async def keep_retention(pool: asyncpg.Pool, settings: Settings) -> None:
     while True:
         try:
             async with pool.acquire() as conn:
-                await run_retention(conn, policy)
+                try:
+                    await run_retention(conn, policy)
+                except BaseException:
+                    # Its session lock may not have been released, and this pool does not
+                    # reset connections: closed, never returned with the lock held.
+                    conn.terminate()
+                    raise
         except Exception as exc:
             if not is_retryable(exc):
                 raise
