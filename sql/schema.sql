@@ -514,7 +514,6 @@ ALTER TABLE notifier.deliveries ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY
 --
 
 CREATE TABLE notifier.delivery_attempts (
-    id bigint NOT NULL,
     delivery_id bigint NOT NULL,
     attempt integer NOT NULL,
     started_at timestamp with time zone NOT NULL,
@@ -535,19 +534,6 @@ COMMENT ON COLUMN notifier.delivery_attempts.detail IS 'The start of what the de
 --
 
 COMMENT ON COLUMN notifier.delivery_attempts.outcome IS 'A short code: http_NNN for a webhook''s answer, else what happened (timeout, ...).';
-
---
--- Name: delivery_attempts_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -
---
-
-ALTER TABLE notifier.delivery_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME notifier.delivery_attempts_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
-);
 
 --
 -- Name: doorbell; Type: TABLE; Schema: notifier; Owner: -
@@ -828,7 +814,7 @@ ALTER TABLE ONLY notifier.deliveries
 --
 
 ALTER TABLE ONLY notifier.delivery_attempts
-    ADD CONSTRAINT delivery_attempts_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT delivery_attempts_pkey PRIMARY KEY (delivery_id, attempt);
 
 --
 -- Name: doorbell doorbell_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -
@@ -930,12 +916,6 @@ CREATE INDEX deliveries_key_waiting ON notifier.deliveries USING btree (subscrip
 --
 
 CREATE INDEX deliveries_subscription_id ON notifier.deliveries USING btree (subscription_id, id);
-
---
--- Name: delivery_attempts_delivery_id; Type: INDEX; Schema: notifier; Owner: -
---
-
-CREATE UNIQUE INDEX delivery_attempts_delivery_id ON notifier.delivery_attempts USING btree (delivery_id, attempt);
 
 --
 -- Name: events_uid; Type: INDEX; Schema: notifier; Owner: -

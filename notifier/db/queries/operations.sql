@@ -19,7 +19,7 @@ SELECT delivery_id, attempt, started_at, duration_ms, outcome,
        notifier.http_status(outcome) AS status_code, error, detail
   FROM notifier.delivery_attempts
  WHERE delivery_id = ANY ($1::bigint[])
- ORDER BY delivery_id, attempt, id;
+ ORDER BY delivery_id, attempt;
 
 -- name: deliveries
 -- Cursor paged by id: after $1, at most $5; each filter applies when not NULL.
