@@ -13,7 +13,7 @@ from notifier.tracecontext import TraceContext
 def timestamp(moment: datetime) -> str:
     """The contract's form of a moment: UTC, microseconds, ``Z``
     (``2026-11-21T20:00:00.123456Z``). Every timestamp the product prints has it."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def optional_timestamp(moment: datetime | None) -> str | None:

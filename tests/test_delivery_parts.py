@@ -1,15 +1,16 @@
-"""The pure parts of delivery: signing, retry timing, and task supervision."""
+"""The pure parts of delivery: signing, timestamps, retry timing, and task supervision."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from notifier.engine.daemon import supervise
 from notifier.engine.retry import RetryPolicy
+from notifier.envelope import timestamp
 from notifier.sinks.http import parse_retry_after
 from notifier.sinks.signing import InvalidSignature, signature_header, verify
 from notifier.subscriptions.store import generate_secret
@@ -33,6 +34,22 @@ def test_signatures_verify_with_the_standardwebhooks_package() -> None:
         verify(current, headers, body + b" ", now=now)
     with pytest.raises(InvalidSignature, match="tolerance"):
         verify(current, headers, body, now=now + 301)
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (datetime(2026, 11, 21, 20, 0, tzinfo=UTC), "2026-11-21T20:00:00.000000Z"),
+        (
+            datetime(2026, 11, 21, 21, 30, 0, 123456, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-21T20:30:00.123456Z",
+        ),
+        (datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "0999-01-02T03:04:05.000006Z"),
+    ],
+)
+def test_timestamps_take_the_contract_form(moment: datetime, expected: str) -> None:
+    assert timestamp(moment) == expected
+    assert datetime.fromisoformat(timestamp(moment)) == moment
 
 
 def test_schedule_then_dead_with_injected_jitter() -> None:
