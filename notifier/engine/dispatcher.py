@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ class Dispatcher:
         self._stopping = False
         self._closed = False
         self.progress = asyncio.Event()  # set whenever held deliveries are settled
+        self._debug = log.is_enabled_for(logging.DEBUG)
 
     # What the pump needs to know.
 
@@ -114,7 +116,6 @@ class Dispatcher:
         await self._record(item, outcome)
 
     async def _record(self, item: Claimed, outcome: Outcome) -> None:
-        duration_ms = outcome.duration * 1000
         sink = label(item.target)
         metrics.ATTEMPT_DURATION.labels(sink).observe(outcome.duration)
         retry_in = 0.0
@@ -129,25 +130,10 @@ class Dispatcher:
             outcome_label = "gone" if outcome.disable else ("dead" if delay is None else "failed")
             retry_in = delay or 0.0
         metrics.DELIVERIES.labels(sink, outcome_label).inc()
-        fields = {
-            "event_id": str(item.event_uid),
-            "delivery_id": item.delivery_id,
-            "subscription_id": item.subscription_id,
-            "sink": sink,
-            "attempt": item.attempt,
-            "status": outcome.code if outcome.error is None else outcome.error,
-            "duration_ms": round(duration_ms, 2),
-        }
-        if status == "succeeded":
-            # Every attempt is in the database's attempt log and every outcome in the
-            # metrics: a line for each success (thousands a second) is for debugging.
-            log.debug("delivery_succeeded", **fields)
-        elif status == "dead":
-            # A receiver's failure, not the daemon's: counted, kept as a dead letter to
-            # recover, and not an error line (those page someone through Sentry).
-            log.warning("delivery_dead", **fields)
-        else:
-            log.warning("delivery_failed", retry_in=round(retry_in, 3), **fields)
+        # Every attempt is in the database's attempt log and every outcome in the metrics:
+        # a line for each success (thousands a second) is for debugging only.
+        if status != "succeeded" or self._debug:
+            _log_outcome(item, outcome, status, retry_in, sink)
         if outcome.disable:
             await self._disable(item.subscription_id, outcome.disable)
         self._unsettled.append(
@@ -159,7 +145,7 @@ class Dispatcher:
                 outcome.code,
                 outcome.error,
                 outcome.started_at,
-                duration_ms,
+                outcome.duration * 1000,
                 outcome.detail,
             )
         )
@@ -309,3 +295,25 @@ class Dispatcher:
                 log.warning("release_failed", error=one_line(exc), deliveries=len(unattempted))
         self._held.clear()
         self._held_by_subscription.clear()
+
+
+def _log_outcome(
+    item: Claimed, outcome: Outcome, status: SettledStatus, retry_in: float, sink: str
+) -> None:
+    fields = {
+        "event_id": str(item.event_uid),
+        "delivery_id": item.delivery_id,
+        "subscription_id": item.subscription_id,
+        "sink": sink,
+        "attempt": item.attempt,
+        "status": outcome.code if outcome.error is None else outcome.error,
+        "duration_ms": round(outcome.duration * 1000, 2),
+    }
+    if status == "succeeded":
+        log.debug("delivery_succeeded", **fields)
+    elif status == "dead":
+        # A receiver's failure, not the daemon's: counted, kept as a dead letter to
+        # recover, and not an error line (those page someone through Sentry).
+        log.warning("delivery_dead", **fields)
+    else:
+        log.warning("delivery_failed", retry_in=round(retry_in, 3), **fields)
