@@ -191,7 +191,12 @@ def _add_bench_command(commands: Any) -> None:
     )
     cmd.add_argument("--database", default="notifier_bench", help="scratch database (dropped)")
     cmd.add_argument("--rate", type=float, default=200.0, help="events/s for the latency run")
-    cmd.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    cmd.add_argument(
+        "--seconds",
+        type=float,
+        default=21.0,
+        help="length of the latency run (the first second is warm-up)",
+    )
     cmd.add_argument("--backlog", type=int, default=50_000, help="events for the drain run")
     cmd.add_argument("--burst", type=int, default=10_000, help="rows for the burst run")
     cmd.add_argument("--writers", type=int, default=8, help="writers for the burst run")

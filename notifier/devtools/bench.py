@@ -1,8 +1,9 @@
 """``notifier bench``: latency, drain rate and write overhead, measured on this machine.
 
 Everything runs here: PostgreSQL (a scratch database on the server you name), one
-``notifier run`` process, a signature-verifying receiver in this process (or, with
-``--sink``, a consumer of that broker destination), and the load.
+``notifier run`` process, a receiver in this process that records arrivals and answers
+204 without checking signatures (or, with ``--sink``, a consumer of that broker
+destination), and the load, whose writers run in processes of their own.
 """
 
 from __future__ import annotations
