@@ -71,31 +71,49 @@ async def write_events(database_url: str, count: int, *, chunk: int, pause: floa
         await conn.close()
 
 
+# Every recorded attempt to subscription $1: of deliveries, and batches' successes.
+ATTEMPT_OUTCOMES = """
+    SELECT a.outcome, a.error, a.detail, a.started_at FROM notifier.delivery_attempts a
+      JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1
+    UNION ALL
+    SELECT o.outcome, NULL, '', o.sent_at FROM notifier.batches b
+     CROSS JOIN LATERAL unnest(b.outcomes, b.sent_at) AS o (outcome, sent_at)
+     WHERE b.subscription_id = $1 AND o.outcome IS NOT NULL
+"""
+
+
 async def statuses(pool: asyncpg.Pool, subscription_id: int | None = None) -> dict[str, int]:
     """Deliveries by status: all, or one subscription's."""
     rows = await pool.fetch(
-        "SELECT status, count(*) AS n FROM notifier.deliveries "
+        "SELECT status, count(*) AS n FROM notifier.delivery_states "
         "WHERE $1::bigint IS NULL OR subscription_id = $1 GROUP BY 1",
         subscription_id,
     )
     return {row["status"]: row["n"] for row in rows}
 
 
+async def caught_up(pool: asyncpg.Pool) -> bool:
+    """Whether every subscription's position has moved past every event."""
+    return bool(
+        await pool.fetchval(
+            "SELECT coalesce(bool_and(p.upto IS NULL AND NOT EXISTS ("
+            "    SELECT 1 FROM notifier.events e WHERE NOT notifier.passed(p, e.xid, e.id))),"
+            "  true) FROM notifier.positions p"
+        )
+    )
+
+
 async def settled(pool: asyncpg.Pool, expected: int) -> bool:
     """Whether ``expected`` deliveries are final (succeeded or dead)."""
     done = await pool.fetchval(
-        "SELECT count(*) FROM notifier.deliveries WHERE status IN ('succeeded', 'dead')"
+        "SELECT count(*) FROM notifier.delivery_states WHERE status IN ('succeeded', 'dead')"
     )
     return bool(done == expected)
 
 
 async def outcomes(pool: asyncpg.Pool, subscription_id: int) -> Counter[str]:
     """How many attempts to the subscription ended with each outcome code."""
-    rows = await pool.fetch(
-        "SELECT a.outcome FROM notifier.delivery_attempts a "
-        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1",
-        subscription_id,
-    )
+    rows = await pool.fetch(ATTEMPT_OUTCOMES, subscription_id)
     return Counter(row["outcome"] for row in rows)
 
 

@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, start
+from tests.support import Daemon, caught_up, start
 
 Conn = psycopg.Connection[tuple[object, ...]]
 SUCCEEDED = 'notifier_deliveries_total{outcome="succeeded",sink="webhook"}'
@@ -124,7 +124,7 @@ async def test_events_arrive_once_signed_and_in_the_contract_shape(
     debit = next(r.event for r in grouped["/all"] if r.event["data"]["kind"] == "debit")
     assert debit["data"]["metadata"] == METADATA  # nested values exactly as written
 
-    statuses = await pool.fetch("SELECT status, attempts FROM notifier.deliveries")
+    statuses = await pool.fetch("SELECT status, attempts FROM notifier.delivery_states")
     assert [tuple(s) for s in statuses] == [("succeeded", 1)] * 8
     outcome_lines = [line for line in daemon.logs() if line["event"] == "delivery_succeeded"]
     assert len(outcome_lines) == 8
@@ -155,9 +155,7 @@ async def test_a_later_subscription_gets_only_later_events(
     top_ups(dba, account_id, 1)
     daemon = start(daemons, database_url, tmp_path)
     await wait_until(lambda: len(receiver.received) >= 1, what="the later event")
-    await wait_until(
-        lambda: pool.fetchval("SELECT count(*) = 0 FROM notifier.event_queue"), what="fan-out"
-    )
+    await wait_until(lambda: caught_up(pool), what="the position past every event")
     assert await daemon.terminate() == 0
     assert [r.event["data"]["amount"] for r in receiver.received] == [1]
 
@@ -165,7 +163,7 @@ async def test_a_later_subscription_gets_only_later_events(
 async def test_a_table_left_unvacuumed_is_named_at_start(
     database_url: str, dba: Conn, daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    dba.execute("ALTER TABLE notifier.event_queue SET (autovacuum_enabled = off)")
+    dba.execute("ALTER TABLE notifier.batches SET (autovacuum_enabled = off)")
     server_off = dba.execute("SELECT NOT current_setting('autovacuum')::boolean").fetchone()
     daemon = start(daemons, database_url, tmp_path)
     await wait_until(
@@ -175,7 +173,7 @@ async def test_a_table_left_unvacuumed_is_named_at_start(
     warnings = [line for line in daemon.logs() if line["event"] == "autovacuum_off"]
     assert len(warnings) == 1
     assert warnings[0]["level"] == "warning"
-    assert warnings[0]["tables"] == ["event_queue"]
+    assert warnings[0]["tables"] == ["batches"]
     assert server_off is not None
     assert warnings[0]["server"] is server_off[0]
 
@@ -188,18 +186,24 @@ async def test_events_deleted_by_hand_are_shrugged_off(
     daemons: list[Daemon],
     tmp_path: Path,
 ) -> None:
-    """A superuser's DELETE FROM notifier.events leaves queue rows pointing nowhere (the
-    queue has no foreign key): the daemon drops them and delivers what comes next."""
+    """A superuser's DELETE FROM notifier.events, before the daemon moved past them and
+    while a batch of them is held, leaves positions and batches naming events that are
+    gone: the daemon passes over them and delivers what comes next."""
     await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/after"))
     account_id = account(dba)
     top_ups(dba, account_id, 5)
+    dba.execute(
+        "INSERT INTO notifier.batches (subscription_id, event_ids, lease_expires_at)"
+        " SELECT 1, array_agg(id ORDER BY id), now() FROM notifier.events"
+    )
     dba.execute("DELETE FROM notifier.events")
-    assert dba.execute("SELECT count(*) FROM notifier.event_queue").fetchone() == (5,)
     daemon = start(daemons, database_url, tmp_path)
     top_ups(dba, account_id, 2)
     await wait_until(lambda: len(receiver.received) >= 2, what="the events written afterwards")
+    await wait_until(lambda: caught_up(pool), what="the position past every event")
     await wait_until(
-        lambda: pool.fetchval("SELECT count(*) = 0 FROM notifier.event_queue"), what="fan-out"
+        lambda: pool.fetchval("SELECT bool_and(finished_at IS NOT NULL) FROM notifier.batches"),
+        what="the held batch recorded",
     )
     assert await daemon.terminate() == 0
     assert sorted(r.event["data"]["amount"] for r in receiver.received) == [1, 2]

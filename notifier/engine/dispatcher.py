@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from notifier.db.errors import REFUSED_DATA, is_retryable, one_line, retry_delay
 from notifier.engine.retry import RetryPolicy
-from notifier.engine.store import Claimed, Outbox, Settlement
+from notifier.engine.store import RELEASED, Claimed, Outbox, Settlement
 from notifier.envelope import Envelope
 from notifier.observability import metrics
 from notifier.observability.logging import get_logger
@@ -49,9 +50,12 @@ class Dispatcher:
         self.held_per_subscription = held_per_subscription
         self._global = asyncio.Semaphore(max_in_flight)
         self._per_subscription: dict[int, tuple[int, asyncio.Semaphore]] = {}
-        # Keyed by (delivery, attempt): after an outage longer than a lease, this daemon
-        # may claim again a delivery whose earlier attempt it still holds.
-        self._held: dict[tuple[int, int], Claimed] = {}
+        # Keyed by what holds the lease and the event: after an outage longer than a
+        # lease, this daemon may claim again a delivery (or batch) whose earlier attempt
+        # it still holds.
+        self._held: dict[HeldKey, Claimed] = {}
+        # The batches held, by (batch id, claim): recorded once every event has an outcome.
+        self._batches: dict[tuple[int, int], _OpenBatch] = {}
         self._held_by_subscription: Counter[int] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsettled: list[Settlement] = []
@@ -80,9 +84,12 @@ class Dispatcher:
     def dispatch(self, claimed: Sequence[Claimed]) -> None:
         """Start sending each claimed delivery; returns at once."""
         for item in claimed:
-            self._held[item.delivery_id, item.attempt] = item
+            self._held[_key(item)] = item
             self._held_by_subscription[item.subscription_id] += 1
-            task = asyncio.create_task(self._deliver(item), name=f"delivery-{item.delivery_id}")
+            if item.batch_id is not None:
+                batch = self._batches.setdefault(item.lease, _OpenBatch())
+                batch.order.append(item)
+            task = asyncio.create_task(self._deliver(item), name=f"delivery-{item.event_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -136,9 +143,11 @@ class Dispatcher:
             _log_outcome(item, outcome, status, retry_in, sink)
         if outcome.disable:
             await self._disable(item.subscription_id, outcome.disable)
-        self._unsettled.append(
+        self._settle_later(
             Settlement(
                 item.delivery_id,
+                item.batch_id,
+                item.event_id,
                 item.attempt,
                 status,
                 retry_in,
@@ -149,6 +158,19 @@ class Dispatcher:
                 outcome.detail,
             )
         )
+
+    def _settle_later(self, settlement: Settlement) -> None:
+        """Queue an outcome for the settler; a batch's, once all its events have one."""
+        if settlement.batch_id is None:
+            self._unsettled.append(settlement)
+        else:
+            lease = (settlement.batch_id, settlement.attempt)
+            batch = self._batches[lease]
+            batch.outcomes[settlement.event_id] = settlement
+            if len(batch.outcomes) < len(batch.order):
+                return
+            del self._batches[lease]
+            self._unsettled.extend(batch.outcomes[item.event_id] for item in batch.order)
         self._settle_wanted.set()
 
     async def _disable(self, subscription_id: int, reason: str) -> None:
@@ -204,41 +226,47 @@ class Dispatcher:
         return []
 
     async def _settle_one_by_one(self, batch: list[Settlement]) -> list[Settlement]:
-        """Find what the database refused; record it without its receiver-supplied text."""
-        for n, settlement in enumerate(batch):
-            for candidate in (settlement, settlement.scrubbed()):
+        """Find what the database refused; record it without its receiver-supplied text.
+
+        A batch's outcomes are one unit: they are recorded together or not at all.
+        """
+        done = 0
+        for unit in _units(batch):
+            for candidate in (unit, [s.scrubbed() for s in unit]):
                 try:
-                    await self._outbox.settle([candidate])
+                    await self._outbox.settle(candidate)
                 except Exception as exc:
                     if is_retryable(exc):
-                        return batch[n:]
+                        return batch[done:]
                     if not isinstance(exc, REFUSED_DATA):
                         raise
                     log.error(
                         "settle_refused",
                         error=one_line(exc),
-                        delivery_id=settlement.delivery_id,
-                        attempt=settlement.attempt,
+                        delivery_id=unit[0].delivery_id,
+                        batch_id=unit[0].batch_id,
+                        attempt=unit[0].attempt,
                     )
                     continue
                 break
-            # Recorded, or refused even scrubbed: either way it is let go, and a delivery
-            # whose outcome was not recorded is attempted again when its lease expires.
-            self._settled([settlement])
+            # Recorded, or refused even scrubbed: either way it is let go, and work whose
+            # outcome was not recorded is attempted again when its lease expires.
+            self._settled(unit)
+            done += len(unit)
         return []
 
     def _settled(self, batch: Sequence[Settlement]) -> None:
         freed = False
         for settled in batch:
-            item = self._forget(settled.delivery_id, settled.attempt)
+            item = self._forget(_key(settled))
             if item is not None and item.destination.key is not None:
                 freed = freed or settled.status != "pending"
         self.progress.set()
         if freed:
             self._on_key_freed()
 
-    def _forget(self, delivery_id: int, attempt: int) -> Claimed | None:
-        item = self._held.pop((delivery_id, attempt), None)
+    def _forget(self, key: HeldKey) -> Claimed | None:
+        item = self._held.pop(key, None)
         if item is None:
             return None
         self._held_by_subscription[item.subscription_id] -= 1
@@ -250,18 +278,24 @@ class Dispatcher:
         """Extend the leases of everything held, so only a dead holder loses them."""
         while True:
             await asyncio.sleep(interval)
-            held = list(self._held)
-            if not held:
+            if not self._held:
                 continue
+            deliveries = {i.lease for i in self._held.values() if i.batch_id is None}
+            batches = {i.lease for i in self._held.values() if i.batch_id is not None}
             try:
-                await self._outbox.extend_leases(held)
+                await self._outbox.extend_leases(list(deliveries), list(batches))
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
                 # Extended at the next turn. A lease that runs out meanwhile lets the
                 # delivery be attempted again (at least once); a late outcome of this
                 # attempt is still logged, and fenced off the delivery by its attempt.
-                log.warning("lease_extension_failed", error=one_line(exc), deliveries=len(held))
+                log.warning(
+                    "lease_extension_failed",
+                    error=one_line(exc),
+                    deliveries=len(deliveries),
+                    batches=len(batches),
+                )
 
     async def shutdown(self, grace: float, settler: asyncio.Task[None]) -> None:
         """Finish in-flight attempts within ``grace``, record them, release the rest."""
@@ -273,6 +307,11 @@ class Dispatcher:
             if late:
                 await asyncio.wait(late)
                 log.warning("shutdown_cancelled_attempts", deliveries=len(late))
+        # A batch's events that were never attempted are recorded as such (due again).
+        for batch in list(self._batches.values()):
+            for item in batch.order:
+                if item.event_id not in batch.outcomes:
+                    self._settle_later(_released(item))
         self._closed = True
         self._settle_wanted.set()
         try:
@@ -282,8 +321,12 @@ class Dispatcher:
             # The database is still away: these attempts are made again once their
             # leases expire (at least once, never lost).
             log.error("unsettled_at_shutdown", deliveries=len(self._unsettled))
-        attempted = {(s.delivery_id, s.attempt) for s in self._unsettled}
-        unattempted = [held for held in self._held if held not in attempted]
+        attempted = {_key(s) for s in self._unsettled}
+        unattempted = [
+            item.lease
+            for key, item in self._held.items()
+            if key not in attempted and item.batch_id is None
+        ]
         if unattempted:
             try:
                 async with asyncio.timeout(grace):
@@ -295,6 +338,49 @@ class Dispatcher:
                 log.warning("release_failed", error=one_line(exc), deliveries=len(unattempted))
         self._held.clear()
         self._held_by_subscription.clear()
+        self._batches.clear()
+
+
+# (is a batch, delivery or batch id, attempt, event id): one held event.
+HeldKey = tuple[bool, int, int, int]
+
+
+def _key(held: Claimed | Settlement) -> HeldKey:
+    if held.delivery_id is not None:
+        return False, held.delivery_id, held.attempt, held.event_id
+    assert held.batch_id is not None
+    return True, held.batch_id, held.attempt, held.event_id
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    """A held batch: its events in order, and the outcomes they have so far."""
+
+    order: list[Claimed] = field(default_factory=list)
+    outcomes: dict[int, Settlement] = field(default_factory=dict)
+
+
+def _released(item: Claimed) -> Settlement:
+    now = datetime.now(UTC)
+    return Settlement(
+        None, item.batch_id, item.event_id, item.attempt, RELEASED, 0.0, "", None, now, 0.0, ""
+    )
+
+
+def _units(settlements: Sequence[Settlement]) -> list[list[Settlement]]:
+    """Settlements in the units they are recorded in: a delivery alone, a batch whole."""
+    units: list[list[Settlement]] = []
+    for settlement in settlements:
+        last = units[-1][0] if units else None
+        if (
+            settlement.batch_id is not None
+            and last is not None
+            and (last.batch_id, last.attempt) == (settlement.batch_id, settlement.attempt)
+        ):
+            units[-1].append(settlement)
+        else:
+            units.append([settlement])
+    return units
 
 
 def _log_outcome(
@@ -303,6 +389,7 @@ def _log_outcome(
     fields = {
         "event_id": str(item.event_uid),
         "delivery_id": item.delivery_id,
+        "batch_id": item.batch_id,
         "subscription_id": item.subscription_id,
         "sink": sink,
         "attempt": item.attempt,

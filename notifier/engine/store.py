@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -25,10 +25,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A delivery this daemon holds a lease on, with what it needs to send it."""
+    """An event this daemon holds a lease on for one subscription, with what it needs to
+    send it: as a delivery of its own, or as one of a batch's events."""
 
-    delivery_id: int
-    attempt: int  # attempts started, ever: the fencing token
+    delivery_id: int | None  # None: the event is one of batch ``batch_id``
+    batch_id: int | None
+    event_id: int
+    attempt: int  # attempts (a batch: claims) started, ever: the fencing token
     schedule_attempt: int  # the attempt's place in the retry schedule (1 = first)
     subscription_id: int
     event_uid: UUID
@@ -44,14 +47,27 @@ class Claimed:
     def target(self) -> str:
         return self.destination.target
 
+    @property
+    def lease(self) -> tuple[int, int]:
+        """What holds the lease: (delivery id, attempt), or (batch id, claim) for a batch."""
+        held = self.delivery_id if self.delivery_id is not None else self.batch_id
+        assert held is not None
+        return held, self.attempt
+
+
+# What became of a batch's event that was never attempted (at shutdown): due again now.
+RELEASED: Literal["released"] = "released"
+
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """What became of one attempt, as recorded in the database."""
 
-    delivery_id: int
+    delivery_id: int | None  # None: the attempt was one of batch ``batch_id``
+    batch_id: int | None
+    event_id: int
     attempt: int
-    status: SettledStatus
+    status: SettledStatus | Literal["released"]
     retry_in: float  # seconds; used when status is pending
     outcome: str  # a short code: http_204, timeout, ...
     error: str | None
@@ -92,6 +108,8 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     )
     return Claimed(
         delivery_id=row["delivery_id"],
+        batch_id=row["batch_id"],
+        event_id=row["event_id"],
         attempt=row["attempts"],
         schedule_attempt=row["attempts"] - row["schedule_offset"],
         subscription_id=row["subscription_id"],
@@ -170,14 +188,19 @@ class Outbox:
             due,
             disarm,
         )
-        claimed = [_claimed(row) for row in rows if row["delivery_id"] is not None]
+        claimed = [_claimed(row) for row in rows if row["event_id"] is not None]
         return ClaimResult(fanned_events=rows[0]["fanned_events"], claimed=claimed)
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
-        """Record attempt outcomes and move their deliveries on, in one statement."""
+        """Record attempt outcomes and move their deliveries on, in one statement.
+
+        A batch's settlements come together, one for each of its events, in its order.
+        """
         await self._execute(
             "settle",
             [s.delivery_id for s in settlements],
+            [s.batch_id for s in settlements],
+            [s.event_id for s in settlements],
             [s.attempt for s in settlements],
             [s.status for s in settlements],
             [s.retry_in for s in settlements],
@@ -188,10 +211,17 @@ class Outbox:
             [s.detail for s in settlements],
         )
 
-    async def extend_leases(self, held: Sequence[tuple[int, int]]) -> None:
-        """Push back the lease expiry of held (delivery id, attempt) pairs."""
+    async def extend_leases(
+        self, deliveries: Sequence[tuple[int, int]], batches: Sequence[tuple[int, int]]
+    ) -> None:
+        """Push back the leases of held (delivery id, attempt) and (batch id, claim) pairs."""
         await self._execute(
-            "extend_leases", [h[0] for h in held], [h[1] for h in held], self._lease
+            "extend_leases",
+            [h[0] for h in deliveries],
+            [h[1] for h in deliveries],
+            self._lease,
+            [h[0] for h in batches],
+            [h[1] for h in batches],
         )
 
     async def release(self, held: Sequence[tuple[int, int]]) -> None:

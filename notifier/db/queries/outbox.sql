@@ -1,44 +1,74 @@
 -- name: claim
--- One round trip per batch: fan new events out to matching subscriptions and claim
--- the deliveries this daemon has room for, and claim due retries and expired leases.
---   $1 events to fan out   $2 lease seconds   $3/$4 room left per subscription (ids,
---   counts; a subscription not listed has room $5)   $6 due deliveries to claim
---   $7 whether to disarm the doorbell when work is found.
--- New deliveries beyond a subscription's room are inserted as pending, due now. A
+-- One round trip per round: move each enabled subscription's position past the events
+-- it has room for, and claim them (a batch per unordered subscription; a delivery per
+-- event on an ordered one), with batches whose holder's lease ran out, due retries and
+-- expired leases of deliveries.
+--   $1 events per subscription   $2 lease seconds   $3/$4 room left per subscription
+--   (ids, counts; a subscription not listed has room $5)   $6 due deliveries and
+--   expired batches to claim   $7 whether to disarm the doorbell when work is found.
+-- An ordered subscription's events beyond its room are inserted as pending, due now. A
 -- delivery an operator's replay created first is left alone (ON CONFLICT). For ordered
 -- subscriptions, only a key's head may go: the rest wait behind it (sql/014), and keys
 -- whose head finished get their next one as head here.
--- Always returns one row at least: fanned_events, then the claimed delivery (or NULLs).
-WITH queued AS (
-    -- One daemon fans out at a time (the lock lasts to the end of this statement), in
-    -- event order: the deliveries of a key are then made in the order of its events,
-    -- which ordered subscriptions rely on. A daemon that finds it taken only claims.
-    DELETE FROM notifier.event_queue
-     WHERE event_id = ANY (ARRAY(SELECT event_id FROM notifier.event_queue
-                                  WHERE pg_try_advisory_xact_lock(8403, 1)
-                                  ORDER BY event_id
-                                  LIMIT $1
-                                    FOR UPDATE SKIP LOCKED))
-    RETURNING event_id
-),
-batch AS MATERIALIZED (
-    -- Fetched once, by primary key: however large the events table grows.
-    SELECT id, type, data, created_at
-      FROM notifier.events
-     WHERE id = ANY (ARRAY(SELECT event_id FROM queued))
+-- Always returns one row at least: fanned_events, then the claimed work (or NULLs).
+WITH cut AS MATERIALIZED (
+    -- This statement's snapshot: every event a position moves past is visible here.
+    SELECT pg_current_snapshot() AS snapshot
 ),
 room AS (
     SELECT * FROM unnest($3::bigint[], $4::int[]) AS r (subscription_id, n)
 ),
+taken AS MATERIALIZED (
+    -- Positions are moved in subscription order, one daemon at a time each (a position
+    -- another daemon holds is skipped, never waited for).
+    SELECT s.id AS subscription_id, s.ordering_key,
+           notifier.advance(s.id,
+                            CASE WHEN s.ordering_key IS NULL THEN least($1, coalesce(r.n, $5))
+                                 ELSE $1 END,
+                            cut.snapshot) AS ids
+      FROM notifier.subscriptions s
+     CROSS JOIN cut
+      LEFT JOIN room r ON r.subscription_id = s.id
+     WHERE s.enabled
+     ORDER BY s.id
+),
+batched AS (
+    INSERT INTO notifier.batches (subscription_id, event_ids, lease_expires_at)
+    SELECT subscription_id, ids, now() + make_interval(secs => $2)
+      FROM taken
+     WHERE ordering_key IS NULL AND cardinality(ids) > 0
+    RETURNING id, subscription_id, event_ids, attempt
+),
+expired AS (
+    -- Batches whose holder died: claimed again whole, under a new fencing token. One
+    -- whose events were all deleted by hand meanwhile is recorded at once, empty.
+    UPDATE notifier.batches b
+       SET attempt = b.attempt + 1,
+           lease_expires_at = CASE WHEN c.live THEN now() + make_interval(secs => $2) END,
+           finished_at = CASE WHEN NOT c.live THEN now() END,
+           succeeded = CASE WHEN NOT c.live THEN 0 END
+      FROM (SELECT c.id,
+                   EXISTS (SELECT 1 FROM notifier.events e WHERE e.id = ANY (c.event_ids)) AS live
+              FROM notifier.batches c
+              JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
+             WHERE c.finished_at IS NULL AND c.lease_expires_at <= now()
+               AND c.subscription_id NOT IN (SELECT subscription_id FROM room WHERE n <= 0)
+             ORDER BY c.lease_expires_at
+             LIMIT $6
+               FOR UPDATE OF c SKIP LOCKED) AS c
+     WHERE b.id = c.id
+    RETURNING b.id, b.subscription_id, b.event_ids, b.attempt
+),
+batch AS MATERIALIZED (
+    -- The ordered subscriptions' new events, fetched once, by primary key.
+    SELECT t.subscription_id, e.id, notifier.delivery_key(e.data, t.ordering_key) AS ordering_key
+      FROM taken t
+     CROSS JOIN LATERAL unnest(t.ids) AS i (event_id)
+      JOIN notifier.events e ON e.id = i.event_id
+     WHERE t.ordering_key IS NOT NULL
+),
 matched AS (
-    SELECT e.id AS event_id, s.id AS subscription_id,
-           notifier.delivery_key(e.data, s.ordering_key) AS ordering_key
-      FROM batch e
-      JOIN notifier.subscriptions s
-        ON s.enabled
-       AND s.created_at <= e.created_at
-       AND notifier.type_matches(e.type, s.event_types)
-       AND (s.filter = '[]' OR notifier.row_matches(e.data, s.filter))
+    SELECT id AS event_id, subscription_id, ordering_key FROM batch
 ),
 keys AS (
     -- Each key of this batch: its first event becomes the head if the key has none and
@@ -141,17 +171,24 @@ due AS (
               d.ordering_key
 ),
 claimed AS (
-    SELECT id, event_id, subscription_id, attempts, schedule_offset, ordering_key
+    SELECT id, NULL::bigint AS batch_id, event_id, subscription_id, attempts, schedule_offset,
+           ordering_key
       FROM inserted WHERE status = 'in_flight'
     UNION ALL
-    SELECT id, event_id, subscription_id, attempts, schedule_offset, ordering_key FROM promoted
+    SELECT id, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key
+      FROM promoted
     UNION ALL
-    SELECT id, event_id, subscription_id, attempts, schedule_offset, ordering_key FROM due
+    SELECT id, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key FROM due
+    UNION ALL
+    -- A batch's events in its order, which is the order they are recorded in.
+    SELECT NULL, b.id, i.event_id, b.subscription_id, b.attempt, 0, NULL
+      FROM (SELECT * FROM batched UNION ALL SELECT * FROM expired) AS b
+     CROSS JOIN LATERAL unnest(b.event_ids) WITH ORDINALITY AS i (event_id, n)
 ),
 claimed_events AS (
-    SELECT c.id, c.attempts, c.schedule_offset, c.subscription_id, c.ordering_key, e.uid,
-           e.type, e.created_at, e.data, e.previous, e.table_schema, e.table_name,
-           e.traceparent, e.tracestate
+    SELECT c.id, c.batch_id, c.event_id, c.attempts, c.schedule_offset, c.subscription_id,
+           c.ordering_key, e.uid, e.type, e.created_at, e.data, e.previous, e.table_schema,
+           e.table_name, e.traceparent, e.tracestate
       FROM claimed c
       JOIN notifier.events e ON e.id = c.event_id
 ),
@@ -165,11 +202,12 @@ sources AS (
 disarmed AS (
     UPDATE notifier.doorbell SET armed = false
      WHERE armed AND $7::boolean
-       AND (EXISTS (SELECT 1 FROM queued) OR EXISTS (SELECT 1 FROM due)
-            OR EXISTS (SELECT 1 FROM promoted))
+       AND (EXISTS (SELECT 1 FROM taken WHERE cardinality(ids) > 0)
+            OR EXISTS (SELECT 1 FROM due) OR EXISTS (SELECT 1 FROM promoted)
+            OR EXISTS (SELECT 1 FROM expired))
 )
 SELECT stats.fanned_events,
-       c.id AS delivery_id, c.attempts, c.schedule_offset, c.subscription_id,
+       c.id AS delivery_id, c.batch_id, c.event_id, c.attempts, c.schedule_offset, c.subscription_id,
        c.uid AS event_uid, c.type AS event_type, c.created_at AS event_created_at,
        notifier.contract_timestamps(c.data, src.columns)::text AS data,
        notifier.contract_timestamps(c.previous, src.columns)::text AS previous,
@@ -177,24 +215,30 @@ SELECT stats.fanned_events,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
        s.max_in_flight, s.headers::text AS headers, s.format, c.ordering_key,
        c.traceparent, c.tracestate
-  FROM (SELECT count(*) AS fanned_events FROM queued) AS stats
+  FROM (SELECT coalesce(sum(cardinality(ids)), 0)::int AS fanned_events FROM taken) AS stats
   LEFT JOIN claimed_events c ON true
   LEFT JOIN sources src ON src.table_schema = c.table_schema AND src.table_name = c.table_name
   LEFT JOIN notifier.subscriptions s ON s.id = c.subscription_id;
 
 -- name: settle
--- Record a batch of attempt outcomes. A row is updated only while this holder's claim
--- is current (same attempts count, still in_flight); the attempt is logged either way,
--- once: the same batch sent again (its first COMMIT's answer was lost) changes nothing.
+-- Record a run of attempt outcomes: of deliveries, and of whole batches.
+-- A delivery is updated only while this holder's claim is current (same attempts count,
+-- still in_flight); the attempt is logged either way, once: the same run sent again (its
+-- first COMMIT's answer was lost) changes nothing. A batch is recorded once, by the
+-- holder of its current claim, with an outcome for each of its events: a success stays
+-- in the batch; any other outcome makes a delivery row of its own, which is retried, dead,
+-- or (released: never attempted, at shutdown) due now.
 -- Each subscription's health moves with its outcomes: a success ends a run of failures;
 -- a healthy subscription's last_success_at is refreshed at most once a second, so busy
--- endpoints do not rewrite their subscription row on every batch.
+-- endpoints do not rewrite their subscription row on every run.
 WITH outcome AS (
     SELECT *
-      FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::text[],
-                  $7::timestamptz[], $8::float8[], $9::text[])
-        AS o (delivery_id, attempt, status, retry_in, outcome, error,
-              started_at, duration_ms, detail)
+      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],
+                  $6::float8[], $7::text[], $8::text[], $9::timestamptz[], $10::float8[],
+                  $11::text[])
+           WITH ORDINALITY
+        AS o (delivery_id, batch_id, event_id, attempt, status, retry_in, outcome, error,
+              started_at, duration_ms, detail, n)
 ),
 settled AS (
     UPDATE notifier.deliveries d
@@ -211,6 +255,67 @@ settled AS (
      WHERE d.id = o.delivery_id AND d.attempts = o.attempt AND d.status = 'in_flight'
     RETURNING d.subscription_id, o.status = 'succeeded' AS ok, o.started_at, o.status,
               o.error, d.ordering_key, d.event_id
+),
+held AS (
+    -- The batches recorded here, as this holder's claim of each (its fencing token).
+    SELECT b.id, b.event_ids
+      FROM notifier.batches b
+     WHERE b.id = ANY (ARRAY(SELECT batch_id FROM outcome WHERE batch_id IS NOT NULL))
+       AND b.finished_at IS NULL
+       AND (b.id, b.attempt) IN (SELECT batch_id, attempt FROM outcome)
+       FOR UPDATE
+),
+aligned AS (
+    -- Each success in its event's place in the batch (an event deleted by hand meanwhile
+    -- has no outcome, and keeps its place empty).
+    SELECT h.id,
+           array_agg(CASE WHEN o.status = 'succeeded' THEN o.started_at END ORDER BY i.n) AS sent_at,
+           array_agg(CASE WHEN o.status = 'succeeded' THEN o.duration_ms END ORDER BY i.n)::real[] AS durations_ms,
+           array_agg(CASE WHEN o.status = 'succeeded' THEN o.outcome END ORDER BY i.n) AS outcomes,
+           count(*) FILTER (WHERE o.status = 'succeeded')::int AS succeeded
+      FROM held h
+     CROSS JOIN LATERAL unnest(h.event_ids) WITH ORDINALITY AS i (event_id, n)
+      LEFT JOIN outcome o ON o.batch_id = h.id AND o.event_id = i.event_id
+     GROUP BY h.id
+),
+recorded AS (
+    UPDATE notifier.batches b
+       SET finished_at = now(), lease_expires_at = NULL, sent_at = a.sent_at,
+           durations_ms = a.durations_ms, outcomes = a.outcomes, succeeded = a.succeeded
+      FROM aligned a
+     WHERE b.id = a.id
+    RETURNING b.id, b.subscription_id
+),
+batch_outcome AS (
+    SELECT o.*, r.subscription_id
+      FROM outcome o
+      JOIN recorded r ON r.id = o.batch_id
+),
+failed AS (
+    -- A replay may have made the event's delivery meanwhile: that one goes on as it is.
+    INSERT INTO notifier.deliveries
+           (event_id, subscription_id, status, attempts, next_attempt_at, last_attempt_at,
+            last_outcome, last_error, completed_at)
+    SELECT event_id, subscription_id,
+           CASE WHEN status = 'released' THEN 'pending' ELSE status END,
+           CASE WHEN status = 'released' THEN attempt - 1 ELSE attempt END,
+           CASE WHEN status = 'pending' THEN now() + make_interval(secs => retry_in)
+                ELSE now() END,
+           CASE WHEN status <> 'released' THEN started_at END,
+           CASE WHEN status <> 'released' THEN outcome END,
+           CASE WHEN status <> 'released' THEN error END,
+           CASE WHEN status = 'dead' THEN now() END
+      FROM batch_outcome
+     WHERE status <> 'succeeded'
+        ON CONFLICT (event_id, subscription_id) DO NOTHING
+    RETURNING id, event_id, subscription_id, attempts
+),
+attempted AS (
+    SELECT subscription_id, status = 'succeeded' AS ok, started_at, status, error
+      FROM settled
+    UNION ALL
+    SELECT subscription_id, status = 'succeeded', started_at, status, error
+      FROM batch_outcome WHERE status <> 'released'
 ),
 freeing AS (
     -- A head that succeeded or died frees its key; the next claim picks its next head.
@@ -236,7 +341,7 @@ health AS (
            min(started_at) FILTER (WHERE NOT ok) AS first_failure,
            max(started_at) FILTER (WHERE NOT ok) AS last_failure,
            (array_agg(error ORDER BY started_at DESC) FILTER (WHERE NOT ok))[1] AS last_error
-      FROM settled
+      FROM attempted
      GROUP BY subscription_id
 ),
 healthy AS (
@@ -263,20 +368,35 @@ failing AS (
 ),
 live AS (
     -- Deliveries whose subscription was deleted meanwhile are gone: skip their log rows.
-    SELECT id FROM notifier.deliveries WHERE id = ANY ($1::bigint[]) FOR KEY SHARE
+    SELECT id FROM notifier.deliveries
+     WHERE id = ANY (ARRAY(SELECT delivery_id FROM outcome WHERE delivery_id IS NOT NULL))
+       FOR KEY SHARE
 )
 INSERT INTO notifier.delivery_attempts
        (delivery_id, attempt, started_at, duration_ms, outcome, error, detail)
 SELECT o.delivery_id, o.attempt, o.started_at, o.duration_ms, o.outcome, o.error, o.detail
   FROM outcome o
  WHERE o.delivery_id IN (SELECT id FROM live)
+UNION ALL
+-- A batch's failed attempt, logged under the delivery it now has.
+SELECT f.id, f.attempts, o.started_at, o.duration_ms, o.outcome, o.error, o.detail
+  FROM failed f
+  JOIN batch_outcome o ON o.event_id = f.event_id AND o.subscription_id = f.subscription_id
+ WHERE o.status IN ('pending', 'dead')
     ON CONFLICT (delivery_id, attempt) DO NOTHING;
 
 -- name: extend_leases
-UPDATE notifier.deliveries d
-   SET next_attempt_at = now() + make_interval(secs => $3)
-  FROM unnest($1::bigint[], $2::int[]) AS h (id, attempt)
- WHERE d.id = h.id AND d.attempts = h.attempt AND d.status = 'in_flight';
+-- Push back the leases of held deliveries ($1/$2: ids, attempts) and batches ($4/$5).
+WITH deliveries AS (
+    UPDATE notifier.deliveries d
+       SET next_attempt_at = now() + make_interval(secs => $3)
+      FROM unnest($1::bigint[], $2::int[]) AS h (id, attempt)
+     WHERE d.id = h.id AND d.attempts = h.attempt AND d.status = 'in_flight'
+)
+UPDATE notifier.batches b
+   SET lease_expires_at = now() + make_interval(secs => $3)
+  FROM unnest($4::bigint[], $5::int[]) AS h (id, attempt)
+ WHERE b.id = h.id AND b.attempt = h.attempt AND b.finished_at IS NULL;
 
 -- name: release
 -- Hand back claimed deliveries that were never attempted: due now, attempt not counted.
@@ -289,25 +409,41 @@ UPDATE notifier.deliveries d
 UPDATE notifier.doorbell SET armed = true WHERE NOT armed;
 
 -- name: recheck
--- After arming: is there work (events to fan out, a freed key with deliveries waiting),
--- when is the next retry due (seconds, NULL if none), and
--- is any other transaction in progress (it may have read the bell before it was armed
--- and will commit without ringing). $1: subscriptions with no room, not counted as work.
-SELECT EXISTS (SELECT 1 FROM notifier.event_queue)
+-- After arming: is there work (an enabled subscription with room whose position has
+-- events to move past; an ordered one always has room for them; a freed key with
+-- deliveries waiting), when is the next retry or expired batch lease due (seconds, NULL
+-- if none), and is any other transaction in progress (it may have read the bell before
+-- it was armed and will commit without ringing). $1: subscriptions with no room.
+SELECT EXISTS (SELECT 1 FROM notifier.positions p
+                 JOIN notifier.subscriptions s ON s.id = p.subscription_id AND s.enabled
+                WHERE (s.ordering_key IS NOT NULL OR s.id <> ALL ($1::bigint[]))
+                  AND (p.upto IS NOT NULL
+                       OR EXISTS (SELECT 1 FROM notifier.events e
+                                   WHERE e.xid >= pg_snapshot_xmax(p.since)
+                                      OR e.xid = ANY (ARRAY(SELECT pg_snapshot_xip(p.since))))))
        OR EXISTS (SELECT 1 FROM notifier.ordering_keys k
                    WHERE k.head IS NULL AND k.waiting > 0
                      AND EXISTS (SELECT 1 FROM notifier.deliveries w
                                   WHERE w.subscription_id = k.subscription_id
                                     AND w.ordering_key = k.key AND w.status = 'pending'
                                     AND w.next_attempt_at = 'infinity')) AS queued,
-       (SELECT extract(epoch FROM c.next_attempt_at - now())::float8
-          FROM notifier.deliveries c
-          JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
-         WHERE c.status IN ('pending', 'in_flight')
-           AND c.next_attempt_at < 'infinity'
-           AND c.subscription_id <> ALL ($1::bigint[])
-         ORDER BY c.next_attempt_at
-         LIMIT 1) AS next_due_in,
+       (SELECT extract(epoch FROM min(due) - now())::float8
+          FROM ((SELECT c.next_attempt_at AS due
+                   FROM notifier.deliveries c
+                   JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
+                  WHERE c.status IN ('pending', 'in_flight')
+                    AND c.next_attempt_at < 'infinity'
+                    AND c.subscription_id <> ALL ($1::bigint[])
+                  ORDER BY c.next_attempt_at
+                  LIMIT 1)
+                UNION ALL
+                (SELECT b.lease_expires_at
+                   FROM notifier.batches b
+                   JOIN notifier.subscriptions s ON s.id = b.subscription_id AND s.enabled
+                  WHERE b.finished_at IS NULL
+                    AND b.subscription_id <> ALL ($1::bigint[])
+                  ORDER BY b.lease_expires_at
+                  LIMIT 1)) AS next) AS next_due_in,
        EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot())) AS writers_in_progress;
 
 -- name: disable_subscription
@@ -328,14 +464,25 @@ UPDATE notifier.subscriptions
 RETURNING id, disabled_reason;
 
 -- name: oldest_deliverable
--- Seconds the oldest deliverable work has waited while due: an event not yet fanned out,
--- or a delivery of an enabled subscription that is due (or whose lease expired). Work
--- that is merely scheduled for later does not count; 0 when nothing is waiting.
+-- Seconds the oldest deliverable work has waited while due: an event an enabled
+-- subscription's position has not moved past yet, a batch whose lease expired, or a
+-- delivery of an enabled subscription that is due (or whose lease expired). Work that is
+-- merely scheduled for later does not count; 0 when nothing is waiting.
 SELECT greatest(
            0,
            extract(epoch FROM now() - (
-               SELECT e.created_at FROM notifier.event_queue q
-                 JOIN notifier.events e ON e.id = q.event_id ORDER BY q.event_id LIMIT 1)),
+               SELECT min(e.created_at)
+                 FROM notifier.positions p
+                 JOIN notifier.subscriptions s ON s.id = p.subscription_id AND s.enabled
+                CROSS JOIN LATERAL (
+                      SELECT e.created_at FROM notifier.events e
+                       WHERE (e.xid >= pg_snapshot_xmin(p.since))
+                         AND NOT notifier.passed(p, e.xid, e.id)
+                       ORDER BY e.xid LIMIT 1) AS e)),
+           extract(epoch FROM now() - (
+               SELECT min(b.lease_expires_at) FROM notifier.batches b
+                 JOIN notifier.subscriptions s ON s.id = b.subscription_id AND s.enabled
+                WHERE b.finished_at IS NULL AND b.lease_expires_at <= now())),
            extract(epoch FROM now() - (
                SELECT d.next_attempt_at FROM notifier.deliveries d
                  JOIN notifier.subscriptions s ON s.id = d.subscription_id AND s.enabled
@@ -343,13 +490,25 @@ SELECT greatest(
                 ORDER BY d.next_attempt_at LIMIT 1)))::float8;
 
 -- name: backlog
--- Work not yet delivered: events not fanned out, and deliveries pending or in flight;
--- with the age in seconds of the oldest of them.
-SELECT (SELECT count(*) FROM notifier.event_queue)
+-- Work not yet delivered: events enabled subscriptions' positions have not moved past,
+-- events of batches not yet recorded, and deliveries pending or in flight; with the age
+-- in seconds of the oldest of them.
+WITH unclaimed AS (
+    SELECT e.created_at
+      FROM notifier.positions p
+      JOIN notifier.subscriptions s ON s.id = p.subscription_id AND s.enabled
+      JOIN notifier.events e
+        ON e.xid >= pg_snapshot_xmin(p.since) AND NOT notifier.passed(p, e.xid, e.id)
+),
+open_batches AS (
+    SELECT cardinality(event_ids) AS n, claimed_at FROM notifier.batches WHERE finished_at IS NULL
+)
+SELECT (SELECT count(*) FROM unclaimed)
+     + (SELECT coalesce(sum(n), 0) FROM open_batches)
      + (SELECT count(*) FROM notifier.deliveries WHERE status IN ('pending', 'in_flight')) AS pending,
        extract(epoch FROM now() - least(
-           (SELECT e.created_at FROM notifier.event_queue q
-              JOIN notifier.events e ON e.id = q.event_id ORDER BY q.event_id LIMIT 1),
+           (SELECT min(created_at) FROM unclaimed),
+           (SELECT min(claimed_at) FROM open_batches),
            (SELECT min(e.created_at) FROM notifier.deliveries d
               JOIN notifier.events e ON e.id = d.event_id
              WHERE d.status IN ('pending', 'in_flight'))))::float8 AS oldest_age_seconds;
