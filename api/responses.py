@@ -114,7 +114,12 @@ class SubscriptionList(_Response):
 
 
 class Delivery(_Response):
-    id: Id
+    id: Id | None = Field(
+        description="The delivery's own id; null for a first attempt recorded with its batch."
+    )
+    batch_id: Id | None = Field(
+        description="The batch whose first attempt this is, for one recorded with its batch."
+    )
     event_id: UUID
     subscription_id: Id
     status: DeliveryStatus

@@ -14,6 +14,102 @@
 CREATE SCHEMA notifier;
 
 --
+-- Name: advance(bigint, integer, pg_snapshot); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.advance(subscription bigint, wanted integer, cut pg_snapshot) RETURNS bigint[]
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    p    notifier.positions%ROWTYPE;
+    ids  bigint[];
+BEGIN
+    SELECT * INTO p FROM notifier.positions WHERE subscription_id = subscription
+       FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND OR wanted <= 0 THEN
+        RETURN '{}';
+    END IF;
+    IF p.upto IS NULL THEN
+        -- Open a window: the events of the transactions visible in cut and not in since.
+        SELECT min(e.id) - 1, max(e.id) INTO p.after_id, p.last_id
+          FROM notifier.events e
+         WHERE (e.xid >= pg_snapshot_xmax(p.since)
+                OR e.xid = ANY (ARRAY(SELECT pg_snapshot_xip(p.since))))
+           AND e.xid < pg_snapshot_xmax(cut)
+           AND pg_visible_in_snapshot(e.xid, cut);
+        IF p.last_id IS NULL THEN
+            RETURN '{}';  -- nothing new; the position stays as it is, unwritten
+        END IF;
+        p.upto := cut;
+    END IF;
+    SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}') INTO ids
+      FROM (SELECT e.id
+              FROM notifier.events e, notifier.subscriptions s
+             WHERE s.id = subscription
+               AND e.id > p.after_id AND e.id <= p.last_id
+               AND pg_visible_in_snapshot(e.xid, p.upto)
+               AND NOT pg_visible_in_snapshot(e.xid, p.since)
+               AND s.created_at <= e.created_at
+               AND notifier.type_matches(e.type, s.event_types)
+               AND (s.filter = '[]' OR notifier.row_matches(e.data, s.filter))
+             ORDER BY e.id
+             LIMIT wanted) AS t;
+    IF cardinality(ids) < wanted OR ids[cardinality(ids)] = p.last_id THEN
+        UPDATE notifier.positions
+           SET since = p.upto, upto = NULL, after_id = NULL, last_id = NULL
+         WHERE subscription_id = subscription;
+    ELSE
+        UPDATE notifier.positions
+           SET upto = p.upto, after_id = ids[cardinality(ids)], last_id = p.last_id
+         WHERE subscription_id = subscription;
+    END IF;
+    RETURN ids;
+END;
+$$;
+
+--
+-- Name: batch_span(bigint[]); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.batch_span(event_ids bigint[]) RETURNS int8range
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN int8range((event_ids)[1], (event_ids)[cardinality(event_ids)], '[]'::text);
+
+--
+-- Name: batches; Type: TABLE; Schema: notifier; Owner: -
+--
+
+CREATE TABLE notifier.batches (
+    id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    event_ids bigint[] NOT NULL,
+    attempt integer DEFAULT 1 NOT NULL,
+    claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_expires_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    sent_at timestamp with time zone[],
+    durations_ms real[],
+    outcomes text[],
+    succeeded integer,
+    CONSTRAINT batches_not_empty CHECK ((cardinality(event_ids) > 0)),
+    CONSTRAINT batches_state CHECK (((finished_at IS NULL) = (lease_expires_at IS NOT NULL)))
+);
+
+--
+-- Name: TABLE batches; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON TABLE notifier.batches IS 'First attempts of events to a subscription, claimed and recorded together (ids in event order).';
+
+--
+-- Name: batch_of(bigint, bigint); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.batch_of(subscription bigint, event_id bigint) RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN (SELECT b.id FROM notifier.batches b WHERE ((notifier.batch_span(b.event_ids) @> batch_of.event_id) AND (b.subscription_id = batch_of.subscription) AND (batch_of.event_id = ANY (b.event_ids))) ORDER BY b.id DESC LIMIT 1);
+
+--
 -- Name: capture(); Type: FUNCTION; Schema: notifier; Owner: -
 --
 
@@ -27,7 +123,6 @@ DECLARE
     -- Unset, and reset by the end of a transaction that set it locally: NULL or ''.
     traceparent text := nullif(current_setting('notifier.traceparent', true), '');
     tracestate  text := nullif(current_setting('notifier.tracestate', true), '');
-    captured    bigint;
 BEGIN
     IF topic IS NULL OR topic = '' THEN
         RAISE EXCEPTION 'notifier.capture() needs a topic argument on table %.%', TG_TABLE_SCHEMA, TG_TABLE_NAME;
@@ -55,9 +150,7 @@ BEGIN
         CASE WHEN TG_OP = 'UPDATE'
              THEN CASE WHEN in_utc THEN to_jsonb(OLD) ELSE notifier.to_jsonb_utc(OLD) END
         END,
-        traceparent, tracestate)
-    RETURNING id INTO captured;
-    INSERT INTO notifier.event_queue (event_id) VALUES (captured);
+        traceparent, tracestate);
 
     IF (SELECT armed FROM notifier.doorbell) THEN
         -- A doorbell, never the data: the payload stays tiny whatever the row holds.
@@ -186,6 +279,53 @@ CREATE FUNCTION notifier.is_tracestate(value text) RETURNS boolean
     -- the 512 characters every tracer is asked to carry.
     SELECT value ~ '^[ -~]+$' AND length(value) <= 512
 $_$;
+
+--
+-- Name: positions; Type: TABLE; Schema: notifier; Owner: -
+--
+
+CREATE TABLE notifier.positions (
+    subscription_id bigint NOT NULL,
+    since pg_snapshot NOT NULL,
+    upto pg_snapshot,
+    after_id bigint,
+    last_id bigint,
+    CONSTRAINT positions_window CHECK ((((upto IS NULL) = (after_id IS NULL)) AND ((upto IS NULL) = (last_id IS NULL))))
+);
+
+--
+-- Name: TABLE positions; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON TABLE notifier.positions IS 'Per subscription: the snapshot every event behind it is visible in, and the window being claimed.';
+
+--
+-- Name: passed(notifier.positions, xid8, bigint); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.passed(p notifier.positions, event_xid xid8, event_id bigint) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ((event_xid IS NULL) OR pg_visible_in_snapshot(event_xid, (p).since) OR (((p).upto IS NOT NULL) AND pg_visible_in_snapshot(event_xid, (p).upto) AND (event_id <= (p).after_id)));
+
+--
+-- Name: position_start(); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.position_start() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO notifier.positions (subscription_id, since)
+        VALUES (NEW.id, pg_current_snapshot());
+    ELSIF NEW.enabled AND NOT OLD.enabled THEN
+        UPDATE notifier.positions
+           SET since = pg_current_snapshot(), upto = NULL, after_id = NULL, last_id = NULL
+         WHERE subscription_id = NEW.id;
+    END IF;
+    RETURN NULL;
+END;
+$$;
 
 --
 -- Name: row_matches(jsonb, jsonb); Type: FUNCTION; Schema: notifier; Owner: -
@@ -461,6 +601,19 @@ END;
 $$;
 
 --
+-- Name: batches_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -
+--
+
+ALTER TABLE notifier.batches ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME notifier.batches_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: deliveries; Type: TABLE; Schema: notifier; Owner: -
 --
 
@@ -536,6 +689,48 @@ COMMENT ON COLUMN notifier.delivery_attempts.detail IS 'The start of what the de
 COMMENT ON COLUMN notifier.delivery_attempts.outcome IS 'A short code: http_NNN for a webhook''s answer, else what happened (timeout, ...).';
 
 --
+-- Name: delivery_states; Type: VIEW; Schema: notifier; Owner: -
+--
+
+CREATE VIEW notifier.delivery_states AS
+ SELECT d.event_id,
+    d.subscription_id,
+    d.id AS delivery_id,
+    NULL::bigint AS batch_id,
+    d.status,
+    d.attempts,
+    d.last_attempt_at,
+    d.last_outcome,
+    d.last_error,
+    d.completed_at,
+    d.created_at
+   FROM notifier.deliveries d
+UNION ALL
+ SELECT i.event_id,
+    b.subscription_id,
+    NULL::bigint AS delivery_id,
+    b.id AS batch_id,
+        CASE
+            WHEN (b.finished_at IS NULL) THEN 'in_flight'::text
+            ELSE 'succeeded'::text
+        END AS status,
+    b.attempt AS attempts,
+    b.sent_at[i.n] AS last_attempt_at,
+    b.outcomes[i.n] AS last_outcome,
+    NULL::text AS last_error,
+    b.finished_at AS completed_at,
+    b.claimed_at AS created_at
+   FROM (notifier.batches b
+     CROSS JOIN LATERAL unnest(b.event_ids) WITH ORDINALITY i(event_id, n))
+  WHERE ((b.finished_at IS NULL) OR (b.outcomes[i.n] IS NOT NULL));
+
+--
+-- Name: VIEW delivery_states; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON VIEW notifier.delivery_states IS 'Each (event, subscription) delivery: a delivery row, or an event of a batch.';
+
+--
 -- Name: doorbell; Type: TABLE; Schema: notifier; Owner: -
 --
 
@@ -570,6 +765,7 @@ CREATE TABLE notifier.events (
     created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     traceparent text,
     tracestate text,
+    xid xid8 DEFAULT pg_current_xact_id(),
     CONSTRAINT events_op CHECK ((op = ANY (ARRAY['INSERT'::text, 'UPDATE'::text, 'DELETE'::text])))
 );
 
@@ -590,6 +786,12 @@ COMMENT ON COLUMN notifier.events.traceparent IS 'W3C traceparent of the transac
 --
 
 COMMENT ON COLUMN notifier.events.tracestate IS 'W3C tracestate that came with the traceparent (SET LOCAL notifier.tracestate).';
+
+--
+-- Name: COLUMN events.xid; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.events.xid IS 'The top-level transaction that wrote the event: which window of each position holds it.';
 
 --
 -- Name: events_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -
@@ -796,6 +998,13 @@ CREATE SEQUENCE public.transactions_id_seq
 ALTER SEQUENCE public.transactions_id_seq OWNED BY public.transactions.id;
 
 --
+-- Name: batches batches_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE ONLY notifier.batches
+    ADD CONSTRAINT batches_pkey PRIMARY KEY (id);
+
+--
 -- Name: deliveries deliveries_event_subscription; Type: CONSTRAINT; Schema: notifier; Owner: -
 --
 
@@ -866,6 +1075,13 @@ ALTER TABLE ONLY notifier.ordering_keys
     ADD CONSTRAINT ordering_keys_pkey PRIMARY KEY (subscription_id, key);
 
 --
+-- Name: positions positions_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE ONLY notifier.positions
+    ADD CONSTRAINT positions_pkey PRIMARY KEY (subscription_id);
+
+--
 -- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -
 --
 
@@ -892,6 +1108,24 @@ ALTER TABLE ONLY public.accounts
 
 ALTER TABLE ONLY public.transactions
     ADD CONSTRAINT transactions_pkey PRIMARY KEY (id);
+
+--
+-- Name: batches_span; Type: INDEX; Schema: notifier; Owner: -
+--
+
+CREATE INDEX batches_span ON notifier.batches USING gist (notifier.batch_span(event_ids));
+
+--
+-- Name: batches_subscription; Type: INDEX; Schema: notifier; Owner: -
+--
+
+CREATE INDEX batches_subscription ON notifier.batches USING btree (subscription_id, id);
+
+--
+-- Name: batches_unfinished; Type: INDEX; Schema: notifier; Owner: -
+--
+
+CREATE INDEX batches_unfinished ON notifier.batches USING btree (lease_expires_at) WHERE (finished_at IS NULL);
 
 --
 -- Name: deliveries_dead; Type: INDEX; Schema: notifier; Owner: -
@@ -924,6 +1158,12 @@ CREATE INDEX deliveries_subscription_id ON notifier.deliveries USING btree (subs
 CREATE UNIQUE INDEX events_uid ON notifier.events USING btree (uid);
 
 --
+-- Name: events_xid; Type: INDEX; Schema: notifier; Owner: -
+--
+
+CREATE INDEX events_xid ON notifier.events USING btree (xid) WHERE (xid IS NOT NULL);
+
+--
 -- Name: idempotency_keys_expires_at; Type: INDEX; Schema: notifier; Owner: -
 --
 
@@ -946,6 +1186,12 @@ CREATE INDEX transactions_account_id_id ON public.transactions USING btree (acco
 --
 
 CREATE UNIQUE INDEX transactions_account_idempotency_key ON public.transactions USING btree (account_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+--
+-- Name: subscriptions subscriptions_position; Type: TRIGGER; Schema: notifier; Owner: -
+--
+
+CREATE TRIGGER subscriptions_position AFTER INSERT OR UPDATE OF enabled ON notifier.subscriptions FOR EACH ROW EXECUTE FUNCTION notifier.position_start();
 
 --
 -- Name: transactions ledger_apply_transaction; Type: TRIGGER; Schema: public; Owner: -
@@ -984,6 +1230,13 @@ CREATE TRIGGER ledger_open_account BEFORE INSERT ON public.accounts FOR EACH ROW
 CREATE TRIGGER notifier_capture AFTER INSERT OR DELETE OR UPDATE ON public.transactions FOR EACH ROW EXECUTE FUNCTION notifier.capture('transaction');
 
 --
+-- Name: batches batches_subscription_id_fkey; Type: FK CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE ONLY notifier.batches
+    ADD CONSTRAINT batches_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES notifier.subscriptions(id) ON DELETE CASCADE;
+
+--
 -- Name: deliveries deliveries_event_id_fkey; Type: FK CONSTRAINT; Schema: notifier; Owner: -
 --
 
@@ -1010,6 +1263,13 @@ ALTER TABLE ONLY notifier.delivery_attempts
 
 ALTER TABLE ONLY notifier.ordering_keys
     ADD CONSTRAINT ordering_keys_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES notifier.subscriptions(id) ON DELETE CASCADE;
+
+--
+-- Name: positions positions_subscription_id_fkey; Type: FK CONSTRAINT; Schema: notifier; Owner: -
+--
+
+ALTER TABLE ONLY notifier.positions
+    ADD CONSTRAINT positions_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES notifier.subscriptions(id) ON DELETE CASCADE;
 
 --
 -- Name: transactions transactions_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

@@ -30,8 +30,9 @@ def fanned_events(
     age: str = "0 seconds",
     attempts: int = 4,
 ) -> list[str]:
-    """``count`` events captured ``age`` ago, fanned out to the subscription, with
-    deliveries in ``status`` and one logged attempt each; returns the event ids."""
+    """``count`` events captured ``age`` ago, fanned out to the subscription (every
+    position past them), with deliveries in ``status`` and one logged attempt each;
+    returns the event ids."""
     rows = dba.execute(
         """
         WITH e AS (
@@ -70,4 +71,14 @@ def fanned_events(
             "attempts": attempts,
         },
     ).fetchall()
+    passed_by_every_position(dba)
     return [str(r[0]) for r in rows]
+
+
+def passed_by_every_position(dba: Conn) -> None:
+    """Move every subscription's position past every committed event, as a daemon would
+    once it had claimed them."""
+    dba.execute(
+        "UPDATE notifier.positions"
+        "   SET since = pg_current_snapshot(), upto = NULL, after_id = NULL, last_id = NULL"
+    )

@@ -56,6 +56,7 @@ def _next_attempt(row: asyncpg.Record) -> str | None:
 def _delivery(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
+        "batch_id": row.get("batch_id"),
         "event_id": str(row["event_uid"]),
         "subscription_id": row["subscription_id"],
         "status": row["status"],
@@ -80,6 +81,27 @@ def _attempt(row: asyncpg.Record) -> dict[str, Any]:
         "error": row["error"],
         "response_snippet": row["detail"],
     }
+
+
+def _attempt_log(
+    delivery: asyncpg.Record, by_delivery: dict[int, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """A delivery's attempts; a batch's success is the one attempt it took."""
+    if delivery["id"] is not None:
+        return by_delivery.get(delivery["id"], [])
+    if delivery["status"] != "succeeded":
+        return []  # in flight: its outcome is not known yet
+    return [
+        {
+            "attempt": delivery["attempts"],
+            "started_at": optional_timestamp(delivery["last_attempt_at"]),
+            "duration_ms": round(delivery["duration_ms"], 3),
+            "outcome": delivery["last_outcome"],
+            "status_code": delivery["last_status_code"],
+            "error": None,
+            "response_snippet": "",
+        }
+    ]
 
 
 @dataclass
@@ -123,7 +145,9 @@ class Operations:
         if event is None:
             return None
         deliveries = await self._db.fetch(self._q["event_deliveries"], event["id"])
-        attempts = await self._db.fetch(self._q["attempts"], [d["id"] for d in deliveries])
+        attempts = await self._db.fetch(
+            self._q["attempts"], [d["id"] for d in deliveries if d["id"] is not None]
+        )
         by_delivery: dict[int, list[dict[str, Any]]] = {}
         for row in attempts:
             by_delivery.setdefault(row["delivery_id"], []).append(_attempt(row))
@@ -139,7 +163,7 @@ class Operations:
             "tracestate": event["tracestate"],
             "fanned_out": not event["queued"],
             "deliveries": [
-                {**_delivery(d), "attempt_log": by_delivery.get(d["id"], [])} for d in deliveries
+                {**_delivery(d), "attempt_log": _attempt_log(d, by_delivery)} for d in deliveries
             ],
         }
 

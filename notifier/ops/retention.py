@@ -40,6 +40,7 @@ class RetentionRun:
     batches: int = 0
     timed_out_batches: int = 0
     batch_seconds: list[float] = field(default_factory=list)
+    batches_deleted: int = 0  # records of delivered batches, once their events are gone
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -48,6 +49,7 @@ class RetentionRun:
             "batches": self.batches,
             "timed_out_batches": self.timed_out_batches,
             "longest_batch_ms": round(max(self.batch_seconds, default=0.0) * 1000, 1),
+            "delivery_batches_deleted": self.batches_deleted,
         }
 
 
@@ -61,7 +63,10 @@ async def run_retention(conn: Conn, policy: RetentionPolicy) -> RetentionRun:
     if not await conn.fetchval(queries["try_lock"]):
         return RetentionRun(ran=False)
     try:
-        return await _purge(conn, policy, queries)
+        run = await _purge(conn, policy, queries)
+        run.batches_deleted = await _purge_batches(conn, policy, queries)
+        log.info("retention_done", **run.as_dict())
+        return run
     finally:
         await conn.fetchval(queries["unlock"])
 
@@ -98,5 +103,25 @@ async def _purge(conn: Conn, policy: RetentionPolicy, queries: Mapping[str, str]
         if row["scanned"] < size or not row["all_old"]:
             break
         after = row["last_id"]
-    log.info("retention_done", **run.as_dict())
     return run
+
+
+async def _purge_batches(conn: Conn, policy: RetentionPolicy, queries: Mapping[str, str]) -> int:
+    """Delete the records of batches whose events are all gone, a bounded step at a time."""
+    deleted = 0
+    budget = f"{policy.batch_budget_ms}ms"
+    while True:
+        try:
+            async with conn.transaction():
+                await conn.execute(queries["budget"], budget)
+                status = await conn.execute(
+                    queries["purge_batches"], policy.retention_seconds, policy.batch_size
+                )
+        except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError) as exc:
+            log.warning("retention_batch_over_budget", step="batches", error=type(exc).__name__)
+            break  # the next run goes on
+        step = int(status.split()[-1])
+        deleted += step
+        if step < policy.batch_size:
+            break
+    return deleted

@@ -3,16 +3,35 @@ SELECT e.id, e.uid, e.type, e.table_schema, e.table_name, e.op,
        notifier.contract_timestamps(e.data, c.columns)::text AS data,
        notifier.contract_timestamps(e.previous, c.columns)::text AS previous, e.created_at,
        e.traceparent, e.tracestate,
-       EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = e.id) AS queued
+       -- Not yet passed by every enabled subscription's position.
+       EXISTS (SELECT 1 FROM notifier.positions p
+                 JOIN notifier.subscriptions s ON s.id = p.subscription_id AND s.enabled
+                WHERE NOT notifier.passed(p, e.xid, e.id)) AS queued
   FROM notifier.events e,
        LATERAL (SELECT notifier.timestamptz_columns(e.table_schema, e.table_name) AS columns) c
  WHERE e.uid = $1;
 
 -- name: event_deliveries
-SELECT d.*, notifier.http_status(d.last_outcome) AS last_status_code, e.uid AS event_uid
+-- Event $1's deliveries: its rows of its own, and its places in batches (in flight while
+-- the batch is held; succeeded once recorded, where it has no row of its own).
+SELECT d.id, NULL::bigint AS batch_id, d.subscription_id, d.status, d.attempts,
+       d.next_attempt_at, d.last_attempt_at, d.last_outcome,
+       notifier.http_status(d.last_outcome) AS last_status_code, d.last_error,
+       d.completed_at, d.created_at, NULL::float8 AS duration_ms, e.uid AS event_uid
   FROM notifier.deliveries d JOIN notifier.events e ON e.id = d.event_id
  WHERE d.event_id = $1
- ORDER BY d.subscription_id;
+UNION ALL
+SELECT NULL, b.id, b.subscription_id,
+       CASE WHEN b.finished_at IS NULL THEN 'in_flight' ELSE 'succeeded' END, b.attempt,
+       b.lease_expires_at, b.sent_at[i.n], b.outcomes[i.n],
+       notifier.http_status(b.outcomes[i.n]), NULL, b.finished_at, b.claimed_at,
+       b.durations_ms[i.n], e.uid
+  FROM notifier.batches b
+ CROSS JOIN LATERAL (SELECT array_position(b.event_ids, $1) AS n) AS i
+  JOIN notifier.events e ON e.id = $1
+ WHERE notifier.batch_span(b.event_ids) @> $1::bigint AND i.n IS NOT NULL
+   AND (b.finished_at IS NULL OR b.outcomes[i.n] IS NOT NULL)
+ ORDER BY subscription_id, batch_id NULLS LAST;
 
 -- name: attempts
 SELECT delivery_id, attempt, started_at, duration_ms, outcome,
@@ -36,7 +55,7 @@ SELECT d.*, notifier.http_status(d.last_outcome) AS last_status_code, e.uid AS e
 SELECT s.id, s.enabled, s.disabled_reason, s.disabled_at, s.last_success_at,
        s.last_failure_at, s.last_error, s.failing_since, s.consecutive_failures,
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')::text
-          FROM (SELECT status, count(*) AS n FROM notifier.deliveries
+          FROM (SELECT status, count(*) AS n FROM notifier.delivery_states
                  WHERE subscription_id = s.id GROUP BY status) AS c) AS counts,
        (SELECT count(*) FROM notifier.deliveries
          WHERE subscription_id = s.id AND status = 'pending'
@@ -90,8 +109,11 @@ SELECT enabled FROM notifier.subscriptions WHERE id = $1;
 -- was fanned out gets a delivery, due now; one that has a delivery already is reset
 -- ('recover': when it is dead or failed; 'replay': never; 'replay_again': unless it is
 -- being attempted). 'recover' skips events captured before the subscription existed.
+-- An event the subscription's position has not passed yet is left to it; one a batch
+-- holds, or delivered with success, counts as delivered ('replay_again': as being
+-- attempted while its batch is held, else as one to send again).
 WITH scan AS (
-    SELECT id, uid, type, data, created_at
+    SELECT id, uid, type, data, created_at, xid
       FROM notifier.events
      WHERE uid > coalesce($2::uuid, notifier.uuid_v7_floor($3::timestamptz - interval '1 millisecond'))
        AND ($4::timestamptz IS NULL OR uid < notifier.uuid_v7_floor($4 + interval '2 milliseconds'))
@@ -107,7 +129,16 @@ candidates AS (
        AND notifier.type_matches(scan.type, s.event_types)
        AND notifier.row_matches(scan.data, s.filter)
        AND ($5::text <> 'recover' OR s.created_at <= scan.created_at)
-       AND NOT EXISTS (SELECT 1 FROM notifier.event_queue q WHERE q.event_id = scan.id)
+       -- A disabled subscription's position moves to the present when it is enabled.
+       AND (NOT s.enabled OR (SELECT notifier.passed(p, scan.xid, scan.id)
+                                FROM notifier.positions p WHERE p.subscription_id = $1))
+       AND NOT EXISTS (
+               SELECT 1 FROM notifier.batches b
+                WHERE notifier.batch_span(b.event_ids) @> scan.id
+                  AND b.subscription_id = $1 AND scan.id = ANY (b.event_ids)
+                  AND (b.finished_at IS NULL
+                       OR ($5::text <> 'replay_again'
+                           AND b.outcomes[array_position(b.event_ids, scan.id)] IS NOT NULL)))
 ),
 waiting_before AS (
     -- Deliveries of an ordered subscription already waiting behind their key's head.
