@@ -155,12 +155,14 @@ BEGIN
     END IF;
     IF p.upto IS NULL THEN
         -- Open a window: the events of the transactions visible in cut and not in since.
-        SELECT min(e.id) - 1, max(e.id) INTO p.after_id, p.last_id
-          FROM notifier.events e
-         WHERE (e.xid >= pg_snapshot_xmax(p.since)
-                OR e.xid = ANY (ARRAY(SELECT pg_snapshot_xip(p.since))))
-           AND e.xid < pg_snapshot_xmax(cut)
-           AND pg_visible_in_snapshot(e.xid, cut);
+        SELECT min(w.id) - 1, max(w.id) INTO p.after_id, p.last_id
+          FROM (SELECT e.id FROM notifier.events e
+                 WHERE e.xid >= pg_snapshot_xmax(p.since) AND e.xid < pg_snapshot_xmax(cut)
+                   AND pg_visible_in_snapshot(e.xid, cut)
+                UNION ALL
+                SELECT e.id FROM notifier.events e
+                 WHERE e.xid = ANY (ARRAY(SELECT pg_snapshot_xip(p.since)))
+                   AND pg_visible_in_snapshot(e.xid, cut)) AS w;
         IF p.last_id IS NULL THEN
             RETURN '{}';  -- nothing new; the position stays as it is, unwritten
         END IF;

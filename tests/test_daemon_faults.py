@@ -16,6 +16,7 @@ from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver, always
 from notifier.subscriptions.store import SubscriptionStore
 from tests.support import (
+    ATTEMPT_OUTCOMES,
     Daemon,
     latencies,
     listening,
@@ -38,7 +39,8 @@ async def test_failing_endpoint_recovers_and_nothing_is_dead(
     tmp_path: Path,
 ) -> None:
     receiver.behaviours["/flaky"] = lambda n: 500 if n < 6 else 200
-    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/flaky"))
+    store = SubscriptionStore(pool, allow_private_targets=True)
+    flaky = await store.create(receiver.url("/flaky"))
     start(daemons, database_url, tmp_path)
     await write_events(database_url, 10, chunk=10, pause=0)
 
@@ -46,7 +48,9 @@ async def test_failing_endpoint_recovers_and_nothing_is_dead(
     await wait_until(lambda: settled(pool, 10), what="all deliveries settled")
     assert await statuses(pool) == {"succeeded": 10}
     assert len(receiver.ok_event_ids("/flaky")) == 10
-    attempts = await pool.fetch("SELECT outcome, error FROM notifier.delivery_attempts")
+    # Every attempt: the failed ones (logged under their deliveries), their retries, and
+    # the first attempts that succeeded (recorded in their batches).
+    attempts = await pool.fetch(ATTEMPT_OUTCOMES, flaky.id)
     assert sorted(a["outcome"] for a in attempts) == ["http_200"] * 10 + ["http_500"] * 6
     assert {a["error"] for a in attempts if a["outcome"] == "http_500"} == {"http_500"}
     assert {a["error"] for a in attempts if a["outcome"] == "http_200"} == {None}
@@ -84,12 +88,15 @@ async def test_hanging_endpoint_goes_dead_without_delaying_others(
     print(f"\n/ok beside a hanging endpoint: max {max(latencies(receiver, '/ok')):.2f} s")
     await wait_until(lambda: settled(pool, 16), seconds=60, what="all deliveries settled")
 
+    # Each (event, subscription) delivery, with a row of its own or as an event of a batch.
     rows = await pool.fetch(
-        "SELECT subscription_id, status, attempts, last_error FROM notifier.deliveries"
+        "SELECT subscription_id, status, attempts, last_error FROM notifier.delivery_states"
     )
     dead = [r for r in rows if r["subscription_id"] == hang.id]
+    assert len(dead) == 8
     assert {(r["status"], r["attempts"], r["last_error"]) for r in dead} == {("dead", 3, "timeout")}
-    assert {r["status"] for r in rows if r["subscription_id"] != hang.id} == {"succeeded"}
+    others = [r["status"] for r in rows if r["subscription_id"] != hang.id]
+    assert others == ["succeeded"] * 8
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM notifier.delivery_attempts WHERE error = 'timeout'"
@@ -136,13 +143,11 @@ async def test_retry_after_is_honoured_within_bounds(
 ) -> None:
     receiver.behaviours["/busy"] = lambda n: 503 if n == 0 else 204
     receiver.headers["/busy"] = {"Retry-After": "3600"}
-    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/busy"))
+    busy = await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/busy"))
     start(daemons, database_url, tmp_path, NOTIFIER_RETRY_AFTER_MAX_SECONDS="1")
     await write_events(database_url, 1, chunk=1, pause=0)
     await wait_until(lambda: settled(pool, 1), what="delivery")
-    rows = await pool.fetch(
-        "SELECT outcome, started_at FROM notifier.delivery_attempts ORDER BY attempt"
-    )
+    rows = await pool.fetch(f"{ATTEMPT_OUTCOMES} ORDER BY started_at", busy.id)
     assert [r["outcome"] for r in rows] == ["http_503", "http_204"]
     gap = (rows[1]["started_at"] - rows[0]["started_at"]).total_seconds()
     # The schedule says 0.2 s; the endpoint asked for an hour; the cap is 1 s.

@@ -108,10 +108,17 @@ async def _all_delivered(pg: EmbeddedPostgres, receiver: Receiver) -> bool:
 
 
 async def _attempts_logged_once(pg: EmbeddedPostgres) -> None:
+    """Each attempt is logged once, and each success has its attempt logged: in the
+    attempt log of its delivery, or (a first attempt) in its place in its batch."""
     conn = await asyncpg.connect(pg.url())
     try:
         repeated = await conn.fetch(
             "SELECT delivery_id, attempt, count(*) FROM notifier.delivery_attempts "
+            "GROUP BY 1, 2 HAVING count(*) > 1"
+        )
+        # An event's delivery is recorded in one place: a row of its own, or one batch.
+        recorded_twice = await conn.fetch(
+            "SELECT event_id, subscription_id, count(*) FROM notifier.delivery_states "
             "GROUP BY 1, 2 HAVING count(*) > 1"
         )
         unlogged = await conn.fetchval(
@@ -119,10 +126,24 @@ async def _attempts_logged_once(pg: EmbeddedPostgres) -> None:
             "AND NOT EXISTS (SELECT 1 FROM notifier.delivery_attempts a "
             "WHERE a.delivery_id = d.id AND a.attempt = d.attempts)"
         )
+        unlogged_in_batches = await conn.fetchval(
+            "SELECT count(*) FROM notifier.batches b "
+            "CROSS JOIN LATERAL unnest(b.outcomes, b.sent_at, b.durations_ms) "
+            "AS o (outcome, sent_at, duration_ms) "
+            "WHERE b.finished_at IS NOT NULL AND o.outcome IS NOT NULL "
+            "AND (o.sent_at IS NULL OR o.duration_ms IS NULL)"
+        )
+        succeeded_in_batches = await conn.fetchval(
+            "SELECT count(*) FROM notifier.delivery_states "
+            "WHERE batch_id IS NOT NULL AND status = 'succeeded'"
+        )
     finally:
         await conn.close()
     assert repeated == []
+    assert recorded_twice == []
     assert unlogged == 0
+    assert unlogged_in_batches == 0
+    assert succeeded_in_batches > 0  # first attempts are recorded per batch
 
 
 def _start(pg: EmbeddedPostgres, tmp_path: Path, command: str, started: list[Daemon]) -> Daemon:

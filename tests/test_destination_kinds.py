@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, start
+from tests.support import ATTEMPT_OUTCOMES, Daemon, start, statuses
 from tests.test_daemon import account, top_ups
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -91,20 +91,10 @@ async def test_a_missing_extra_fails_its_attempts_naming_it_and_nothing_else(
     await wait_until(lambda: len(receiver.received) == 2, what="the webhook deliveries")
 
     async def dead() -> bool:
-        return bool(
-            await pool.fetchval(
-                "SELECT count(*) = 2 FROM notifier.deliveries WHERE subscription_id = $1 "
-                "AND status = 'dead'",
-                rabbit.id,
-            )
-        )
+        return await statuses(pool, rabbit.id) == {"dead": 2}
 
     await wait_until(dead, what="the rabbitmq deliveries to die")
-    attempts = await pool.fetch(
-        "SELECT a.outcome, a.error FROM notifier.delivery_attempts a "
-        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1",
-        rabbit.id,
-    )
+    attempts = await pool.fetch(ATTEMPT_OUTCOMES, rabbit.id)
     assert len(attempts) == 6
     assert {a["outcome"] for a in attempts} == {"missing_extra"}
     assert {a["error"] for a in attempts} == {

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
+import structlog
 
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Receiver
@@ -110,10 +111,17 @@ async def test_hostile_receivers_never_hold_up_the_others_nor_shutdown(
             )
 
         def attempts_by_subscription() -> dict[int, int]:
+            # Events with an attempt recorded: in the attempt log of their delivery (a
+            # failed first attempt and its retries), or as a success of their batch.
             rows = dba.execute(
-                "SELECT d.subscription_id, count(DISTINCT a.delivery_id) FROM notifier.deliveries d "
-                "LEFT JOIN notifier.delivery_attempts a ON a.delivery_id = d.id "
-                "GROUP BY d.subscription_id"
+                "SELECT subscription_id, count(DISTINCT event_id) FROM ("
+                "  SELECT d.subscription_id, d.event_id FROM notifier.deliveries d"
+                "    JOIN notifier.delivery_attempts a ON a.delivery_id = d.id"
+                "  UNION ALL"
+                "  SELECT b.subscription_id, o.event_id FROM notifier.batches b"
+                "   CROSS JOIN LATERAL unnest(b.event_ids, b.outcomes) AS o (event_id, outcome)"
+                "   WHERE o.outcome IS NOT NULL"
+                ") AS attempted GROUP BY subscription_id"
             ).fetchall()
             return {int(str(sub)): int(str(n)) for sub, n in rows}
 
@@ -127,7 +135,7 @@ async def test_hostile_receivers_never_hold_up_the_others_nor_shutdown(
 
     statuses = dict(
         dba.execute(
-            "SELECT s.url, array_agg(DISTINCT d.status) FROM notifier.deliveries d "
+            "SELECT s.url, array_agg(DISTINCT d.status) FROM notifier.delivery_states d "
             "JOIN notifier.subscriptions s ON s.id = d.subscription_id GROUP BY s.url"
         ).fetchall()
     )
@@ -175,20 +183,33 @@ async def test_a_settlement_the_database_refuses_holds_up_nothing(
                 max_in_flight_per_subscription=8,
                 held_per_subscription=100,
             )
-            settler = asyncio.create_task(dispatcher.run_settler())
-            claim = await outbox.claim(events=100, due=100, room={}, default_room=100, disarm=False)
-            assert len(claim.claimed) == 20
-            dispatcher.dispatch(claim.claimed)
-            await wait_until(lambda: dispatcher.busiest() == 0, what="every outcome settled")
-            await dispatcher.shutdown(1, settler)
+            with structlog.testing.capture_logs() as logs:
+                settler = asyncio.create_task(dispatcher.run_settler())
+                claim = await outbox.claim(
+                    events=100, due=100, room={}, default_room=100, disarm=False
+                )
+                assert len(claim.claimed) == 20
+                dispatcher.dispatch(claim.claimed)
+                await wait_until(lambda: dispatcher.busiest() == 0, what="every outcome settled")
+                await dispatcher.shutdown(1, settler)
         finally:
             await sink.close()
 
+    # First attempts, one batch per subscription: every success is recorded in its batch.
+    batches = {
+        sub: batch
+        for sub, batch in dba.execute("SELECT subscription_id, id FROM notifier.batches").fetchall()
+    }
+    assert batches.keys() == {healthy.id, poisoned.id}
     rows = dba.execute(
-        "SELECT d.subscription_id, d.status, a.detail FROM notifier.deliveries d "
-        "JOIN notifier.delivery_attempts a ON a.delivery_id = d.id"
+        "SELECT subscription_id, batch_id, status, last_outcome FROM notifier.delivery_states"
     ).fetchall()
-    assert sorted((sub, status) for sub, status, _ in rows) == sorted(
-        [(healthy.id, "succeeded")] * 10 + [(poisoned.id, "succeeded")] * 10
+    assert sorted(rows) == sorted(
+        [(healthy.id, batches[healthy.id], "succeeded", "http_204")] * 10
+        + [(poisoned.id, batches[poisoned.id], "succeeded", "http_200")] * 10
     )
-    assert {snippet for sub, _, snippet in rows if sub == poisoned.id} == {""}
+    # The database refused the poisoned batch as it was, and that batch alone: it was
+    # recorded without its text; the healthy one went through as it was.
+    refused = [line for line in logs if line["event"] == "settle_refused"]
+    assert refused
+    assert [line["batch_id"] for line in refused if "batch_id" in line] == [batches[poisoned.id]]

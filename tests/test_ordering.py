@@ -115,11 +115,6 @@ async def test_each_account_in_ledger_order_through_failures_and_a_kill_9(
     receiver.behaviours["/ordered"] = lambda _n: 500 if chance.random() < 0.2 else 204
     receiver.delays["/ordered"] = lambda: chance.uniform(0, 0.05)
     accounts = await _accounts(pool, ACCOUNTS)
-    await pool.execute(
-        "INSERT INTO transactions (account_id, kind, amount) SELECT id, 'top_up', 1000000 "
-        "FROM unnest($1::bigint[]) AS id",
-        accounts,
-    )
     subscription = await SubscriptionStore(pool, allow_private_targets=True).create(
         receiver.url("/ordered"),
         event_types=["transaction.created"],
@@ -127,7 +122,11 @@ async def test_each_account_in_ledger_order_through_failures_and_a_kill_9(
         max_in_flight=64,
     )
     assert subscription.ordering_key == "account_id"
-    await pool.execute("UPDATE notifier.subscriptions SET created_at = now() - interval '1 minute'")
+    await pool.execute(
+        "INSERT INTO transactions (account_id, kind, amount) SELECT id, 'top_up', 1000000 "
+        "FROM unnest($1::bigint[]) AS id",
+        accounts,
+    )
     daemons: list[Daemon] = []
     settings = {"NOTIFIER_RETRY_SCHEDULE": FAST_RETRIES}
     try:
@@ -251,7 +250,6 @@ async def test_a_dead_head_lets_its_key_move_on_and_recover_sends_it(
         "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 7) RETURNING id",
         account,
     )
-    await pool.execute("DELETE FROM notifier.event_queue")  # captured before the subscription
     doomed = {"dead": True}
     receiver.judges["/ordered"] = lambda r: (
         500 if doomed["dead"] and r.event["data"]["amount"] == 13 else 204
@@ -299,7 +297,6 @@ async def test_replay_to_an_ordered_subscription_keeps_each_key_in_order(
             "SELECT id, 'top_up', 1 FROM unnest($1::bigint[]) AS id",
             accounts,
         )
-    await pool.execute("DELETE FROM notifier.event_queue")  # fanned out before it existed
     chance = random.Random(16)
     receiver.behaviours["/replayed"] = lambda _n: 500 if chance.random() < 0.3 else 204
     subscription = await SubscriptionStore(pool, allow_private_targets=True).create(
@@ -389,7 +386,7 @@ async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as
         await wait_until(
             lambda: pool.fetchval(
                 "SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%One round trip per batch%'"
+                " AND wait_event_type = 'Lock' AND query LIKE '%One round trip per round%'"
             ),
             what="the second claim to wait",
         )
@@ -400,8 +397,8 @@ async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as
         await first.settle(
             [
                 Settlement(
-                    waiting[0]["id"], 1, "succeeded", 0.0, "http_204", None,
-                    datetime.now(UTC), 1.0, "",
+                    waiting[0]["id"], None, waiting[0]["event_id"], 1, "succeeded", 0.0,
+                    "http_204", None, datetime.now(UTC), 1.0, "",
                 )
             ]
         )  # fmt: skip

@@ -21,7 +21,7 @@ from notifier.engine.daemon import DAEMON_SESSION
 from notifier.subscriptions.store import SubscriptionStore, generate_secret
 
 HISTORY = 5000
-GROWING = {"events", "deliveries", "delivery_attempts"}
+GROWING = {"events", "deliveries", "delivery_attempts", "batches"}
 QUERIES = load_queries("outbox")
 
 
@@ -50,12 +50,13 @@ async def _seq_scans(conn: asyncpg.Connection, query: str, *args: object) -> set
 async def history(
     database_url: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[asyncpg.Connection]:
-    """HISTORY delivered events, one new event queued, one delivery in flight; for an
+    """HISTORY delivered events (in batches, each with a delivery row too: the history of
+    both), one new event not yet claimed, one batch and one delivery in flight; for an
     ordered subscription (by account) the in-flight one is its key's head, a later event
     of its key waits, and another key's head finished with one waiting (a freed key).
 
     No ANALYZE: the planner sees the tables as it does before autovacuum catches up,
-    with the queue's deleted rows still counted.
+    with its deleted rows still counted.
     """
     conn = await asyncpg.connect(database_url, server_settings=DAEMON_SESSION)
     subscription = await SubscriptionStore(conn, allow_private_targets=True).create(
@@ -70,7 +71,19 @@ async def history(
         "SELECT 1 + n % 10, 'top_up', 1 FROM generate_series(1, $1) n",
         HISTORY,
     )
-    await conn.execute("DELETE FROM notifier.event_queue")
+    await conn.execute(
+        "UPDATE notifier.positions SET since = pg_current_snapshot()"
+    )  # the position past them all
+    await conn.execute(
+        "INSERT INTO notifier.batches (subscription_id, event_ids, finished_at, succeeded)"
+        " SELECT $1, array_agg(id ORDER BY id), now(), count(*) FROM notifier.events"
+        " GROUP BY id / 200",
+        subscription.id,
+    )
+    await conn.execute(
+        "UPDATE notifier.batches SET finished_at = NULL, lease_expires_at = now()"
+        " WHERE id = (SELECT max(id) FROM notifier.batches)"
+    )
     await conn.execute(
         "INSERT INTO notifier.deliveries (event_id, subscription_id, status, attempts, completed_at)"
         " SELECT id, $1, 'succeeded', 1, now() FROM notifier.events",
@@ -131,24 +144,31 @@ async def test_claim_fetches_events_by_key(history: asyncpg.Connection) -> None:
 
 
 async def test_settle_and_leases_find_deliveries_by_key(history: asyncpg.Connection) -> None:
-    delivery_id = await history.fetchval("SELECT max(id) FROM notifier.deliveries")
+    delivery_id, event_id = await history.fetchrow(
+        "SELECT id, event_id FROM notifier.deliveries ORDER BY id DESC LIMIT 1"
+    )
+    batch_id, batch_event = await history.fetchrow(
+        "SELECT id, event_ids[1] FROM notifier.batches WHERE finished_at IS NULL"
+    )
     now = datetime.now(UTC)
     settle = await _seq_scans(
         history,
         QUERIES["settle"],
-        [delivery_id],
-        [2],
-        ["succeeded"],
-        [0.0],
-        ["http_204"],
-        [None],
-        [now],
-        [1.5],
-        [""],
+        [delivery_id, None],
+        [None, batch_id],
+        [event_id, batch_event],
+        [2, 1],
+        ["succeeded", "pending"],
+        [0.0, 1.0],
+        ["http_204", "http_500"],
+        [None, "http_500"],
+        [now, now],
+        [1.5, 1.5],
+        ["", ""],
     )
     assert not settle, f"settle scans {settle} whole"
     held: dict[str, tuple[object, ...]] = {
-        "extend_leases": ([delivery_id], [2], 30.0),
+        "extend_leases": ([delivery_id], [2], 30.0, [batch_id], [1]),
         "release": ([delivery_id], [2]),
     }
     for name, args in held.items():

@@ -38,7 +38,8 @@ POLICY = RetentionPolicy(
 
 
 def _keepers(dba: Conn, sub: int) -> set[str]:
-    """Old events retention must keep: unfinished, recently dead, or still queued.
+    """Old events retention must keep: unfinished, recently dead, or held in a batch
+    being sent.
     ``sub`` is disabled, so the running daemon leaves its pending deliveries alone."""
     kept = set(fanned_events(dba, sub, 3, status="pending", age="10 days"))
     recently_dead = fanned_events(dba, sub, 3, status="dead", age="10 days")
@@ -48,12 +49,14 @@ def _keepers(dba: Conn, sub: int) -> set[str]:
         [recently_dead],
     )
     kept |= set(recently_dead)
-    queued = fanned_events(dba, sub, 2, status="succeeded", age="10 days")
-    dba.execute(
-        "INSERT INTO notifier.event_queue SELECT id FROM notifier.events WHERE uid = ANY(%s::uuid[])",
-        [queued],
+    held = fanned_events(dba, sub, 2, status="succeeded", age="10 days")
+    dba.execute(  # claimed by a daemon that has not recorded them yet
+        "INSERT INTO notifier.batches (subscription_id, event_ids, lease_expires_at)"
+        " SELECT %s, array_agg(id ORDER BY id), now() + interval '1 hour'"
+        "   FROM notifier.events WHERE uid = ANY(%s::uuid[])",
+        [sub, held],
     )
-    return kept | set(queued)
+    return kept | set(held)
 
 
 async def _write(database_url: str, stop: asyncio.Event, latencies: list[float]) -> int:
@@ -94,11 +97,11 @@ async def test_retention_over_100000_finished_events_with_concurrent_writes(
         )
     ).id
     kept = _keepers(dba, paused)
-    # A daemon in the middle of fanning the queued ones out: it holds their queue rows.
-    fan_out = await asyncpg.connect(database_url)
-    fan_out_tx = fan_out.transaction()
-    await fan_out_tx.start()
-    await fan_out.execute("SELECT * FROM notifier.event_queue FOR UPDATE")
+    # A daemon in the middle of recording the held batch: it holds the batch's row.
+    recording = await asyncpg.connect(database_url)
+    recording_tx = recording.transaction()
+    await recording_tx.start()
+    await recording.execute("SELECT * FROM notifier.batches FOR UPDATE")
     dba.execute("ANALYZE")
     daemon = Daemon(database_url, tmp_path / "daemon.log", NOTIFIER_RETENTION="30d")
     daemons.append(daemon)
@@ -113,8 +116,8 @@ async def test_retention_over_100000_finished_events_with_concurrent_writes(
         await conn.close()
     stop.set()
     written = await writer
-    await fan_out_tx.rollback()
-    await fan_out.close()
+    await recording_tx.rollback()
+    await recording.close()
 
     assert run.deleted == 100_050
     # A batch over its budget is cancelled by the server and tried again smaller (on a

@@ -292,6 +292,10 @@ async def test_a_crashing_attempt_arrives_with_its_delivery_id_and_its_death_doe
     await wait_until(lambda: _deliveries_dead(pool, 1), what="the delivery to die")
     assert await daemon.terminate() == 0
 
+    # The first attempt was one of a batch; its failure made the event a delivery of its
+    # own, under which it and the retries are logged.
+    batch_id = await pool.fetchval("SELECT id FROM notifier.batches")
+    event_uid = await pool.fetchval("SELECT uid::text FROM notifier.events")
     delivery_id = await pool.fetchval("SELECT id FROM notifier.deliveries")
     attempts = await pool.fetchval("SELECT count(*) FROM notifier.delivery_attempts")
     assert attempts == 4  # the first and the three retries of the tests' schedule
@@ -300,12 +304,22 @@ async def test_a_crashing_attempt_arrives_with_its_delivery_id_and_its_death_doe
     assert [line["level"] for line in lines if line["event"] == "delivery_dead"] == ["warning"]
     crashes = [line for line in lines if line["event"] == "attempt_crashed"]
     assert len(crashes) == attempts
-    # The same crash, four times in a minute, is one event; the death that followed is none.
+    # Each crash says which attempt it was: of the batch first, then of the delivery.
+    assert [(line.get("batch_id"), line.get("delivery_id")) for line in crashes] == [
+        (batch_id, None),
+        *[(None, delivery_id)] * 3,
+    ]
+    # The same crash, four times in a minute, is one event (the first: the batch's
+    # attempt); the death that followed is none.
     [event] = sentry.events()
     assert event["logentry"]["message"] == "attempt_crashed"
     assert event["logger"] == "notifier.dispatch"
     assert event["environment"] == "production"
-    assert event["tags"] == {"delivery_id": str(delivery_id), "process": "daemon"}
+    assert event["tags"] == {
+        "batch_id": str(batch_id),
+        "event_id": event_uid,
+        "process": "daemon",
+    }
     [exception] = event["exception"]["values"]
     assert exception["type"] == "ValueError"
     assert exception["value"] == "a signing secret must be whsec_ followed by base64"

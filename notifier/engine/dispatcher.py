@@ -118,7 +118,12 @@ class Dispatcher:
             except Exception as exc:
                 # A failed attempt whatever a receiver sends: a delivery whose task died
                 # would be held, its lease extended, and never sent again.
-                log.exception("attempt_crashed", delivery_id=item.delivery_id)
+                log.exception(
+                    "attempt_crashed",
+                    event_id=str(item.event_uid),
+                    delivery_id=item.delivery_id,
+                    batch_id=item.batch_id,
+                )
                 outcome = crashed(exc)
         await self._record(item, outcome)
 

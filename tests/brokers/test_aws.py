@@ -31,7 +31,15 @@ from notifier.sinks.targets import InvalidTarget, parse_eventbridge, parse_sns, 
 from notifier.subscriptions.store import SubscriptionStore
 from tests.brokers.moto_server import ACCOUNT, REGION, Moto, moto_server
 from tests.brokers.support import Collected, consuming, webhook_bodies
-from tests.support import Daemon, listening, settled, start, statuses, write_events
+from tests.support import (
+    ATTEMPT_OUTCOMES,
+    Daemon,
+    listening,
+    settled,
+    start,
+    statuses,
+    write_events,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +111,14 @@ async def drain_seconds(pool: asyncpg.Pool, subscription_id: int) -> float:
     """From the first attempt's start to the last attempt's end, for one subscription."""
     seconds = await pool.fetchval(
         "SELECT extract(epoch FROM max(a.started_at + a.duration_ms * interval '1 ms') "
-        "- min(a.started_at)) FROM notifier.delivery_attempts a "
-        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1",
+        "- min(a.started_at)) FROM ("
+        "  SELECT a.started_at, a.duration_ms FROM notifier.delivery_attempts a"
+        "    JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1"
+        "  UNION ALL"
+        "  SELECT o.sent_at, o.duration_ms FROM notifier.batches b"
+        "   CROSS JOIN LATERAL unnest(b.sent_at, b.durations_ms) AS o (sent_at, duration_ms)"
+        "   WHERE b.subscription_id = $1 AND o.sent_at IS NOT NULL"
+        ") AS a",
         subscription_id,
     )
     return float(seconds)
@@ -168,14 +182,19 @@ async def test_2000_rows_arrive_in_sqs_as_the_webhook_body_with_cloudevents_attr
             "ce_specversion": "1.0",
             "content-type": "application/json",
         }
-    details = await pool.fetch(
-        "SELECT a.outcome, a.detail FROM notifier.delivery_attempts a "
-        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1",
+    attempts = await pool.fetch(ATTEMPT_OUTCOMES, subscription.id)
+    assert len(attempts) == 2000  # one attempt per event, each answered
+    assert {row["outcome"] for row in attempts} == {"sqs_ok"}
+    # Each event's first attempt succeeded, in a batch claimed once: a batch claimed again
+    # (its lease lost) would have sent its events again, and logged only one attempt each.
+    states = await pool.fetch(
+        "SELECT event_id, batch_id, status, attempts FROM notifier.delivery_states "
+        "WHERE subscription_id = $1",
         subscription.id,
     )
-    assert len(details) == 2000  # one attempt per event, each answered
-    assert {row["outcome"] for row in details} == {"sqs_ok"}
-    assert all(row["detail"].startswith("message ") for row in details)
+    assert len({row["event_id"] for row in states}) == len(states) == 2000
+    assert all(row["batch_id"] is not None for row in states)
+    assert {(row["status"], row["attempts"]) for row in states} == {("succeeded", 1)}
 
 
 async def _ordered_writer(database_url: str, accounts: list[int], rows: int, seed: int) -> None:
@@ -336,9 +355,7 @@ async def test_a_missing_queue_fails_naming_it_goes_dead_and_is_recovered_once_i
     await wait_until(lambda: settled(pool, 5), what="the deliveries to die")
     assert await statuses(pool) == {"dead": 5}
     errors = await pool.fetch(
-        "SELECT DISTINCT a.outcome, a.error FROM notifier.delivery_attempts a "
-        "JOIN notifier.deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1",
-        subscription.id,
+        f"SELECT DISTINCT outcome, error FROM ({ATTEMPT_OUTCOMES}) AS a", subscription.id
     )
     assert [(row["outcome"], row["error"]) for row in errors] == [
         ("sqs_queue_not_found", f"sqs_queue_not_found: no queue {name} in region {REGION}")
