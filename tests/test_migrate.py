@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import os
 import subprocess
 import sys
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from notifier.db.migrate import Migration, MigrationError, discover, migrate
+from notifier.devtools.daemon_process import wait_until
+from notifier.devtools.receiver import Receiver
+from notifier.ops.operator import Operations
+from tests.support import Daemon, caught_up, start
 
 
 def _notifier(database_url: str, *args: str) -> subprocess.Popen[str]:
@@ -219,3 +227,311 @@ async def test_outcomes_recorded_before_012_read_as_outcome_codes(empty_database
         ("http_204", 204, None, "ok"),
     ]
     assert tuple(delivery) == ("connection_error", "connection_error: ClientConnectorError")
+
+
+# The previous release's deliveries, written as its daemons left them. Each planned
+# (event, subscription, key, state) becomes a row: 'succeeded' and 'dead' are final
+# (dead after three failed attempts), 'retrying' failed once and is due again now,
+# 'in_flight' was being attempted when its daemon died (its lease ran out, no attempt
+# logged), 'due' was fanned out beyond the subscription's room, 'waiting' waits behind
+# its key's head. Every attempt made is logged, as the previous release's settle did.
+_PREVIOUS_RELEASE_DELIVERIES = """
+WITH plan AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+        AS p (event_id, subscription_id, ordering_key, state)
+),
+made AS (
+    INSERT INTO notifier.deliveries
+           (event_id, subscription_id, ordering_key, status, attempts, next_attempt_at,
+            last_attempt_at, last_outcome, last_error, completed_at)
+    SELECT event_id, subscription_id, ordering_key,
+           CASE WHEN state IN ('retrying', 'due', 'waiting') THEN 'pending' ELSE state END,
+           CASE state WHEN 'dead' THEN 3 WHEN 'due' THEN 0 WHEN 'waiting' THEN 0 ELSE 1 END,
+           CASE state WHEN 'waiting' THEN 'infinity'
+                      WHEN 'retrying' THEN now() WHEN 'due' THEN now()
+                      ELSE now() - interval '30 seconds' END,
+           CASE WHEN state IN ('succeeded', 'dead', 'retrying')
+                THEN now() - interval '40 seconds' END,
+           CASE state WHEN 'succeeded' THEN 'http_204'
+                      WHEN 'dead' THEN 'http_500' WHEN 'retrying' THEN 'http_500' END,
+           CASE WHEN state IN ('dead', 'retrying') THEN 'http_500' END,
+           CASE WHEN state IN ('succeeded', 'dead') THEN now() - interval '40 seconds' END
+      FROM plan
+    RETURNING id, status, attempts, last_outcome
+)
+INSERT INTO notifier.delivery_attempts
+       (delivery_id, attempt, started_at, duration_ms, outcome, error, detail)
+SELECT id, n, now() - interval '1 minute' + n * interval '5 seconds', 12, last_outcome,
+       nullif(last_outcome, 'http_204'), ''
+  FROM made CROSS JOIN generate_series(1, attempts) AS n
+ WHERE status <> 'in_flight'
+"""
+
+# Every delivery row and logged attempt, in a form that compares whole.
+_DELIVERY_ROWS = "SELECT * FROM notifier.deliveries WHERE event_id = ANY($1) ORDER BY id"
+_ATTEMPT_ROWS = "SELECT * FROM notifier.delivery_attempts ORDER BY delivery_id, attempt"
+
+
+async def _undelivered(pool: asyncpg.Pool) -> bool:
+    """Whether nothing is left to send: no delivery due or held, no batch held, and every
+    position past every event."""
+    busy = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM notifier.deliveries WHERE status IN ('pending', 'in_flight'))"
+        "     + (SELECT count(*) FROM notifier.batches WHERE finished_at IS NULL)"
+    )
+    return busy == 0 and await caught_up(pool)
+
+
+@pytest.mark.timeout(90)
+async def test_upgrade_to_positions_loses_and_resends_nothing_pending_in_flight_or_dead(
+    empty_database_url: str, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """A database of the previous release (018), mid-flight: events delivered, dead,
+    retrying, in flight under a lease that ran out, fanned out beyond room, waiting behind
+    their key, and still queued for fan-out. After `notifier migrate` and a daemon of this
+    release, everything that was owed arrives once (the one in flight at least once), in
+    key order on the ordered subscription; nothing delivered or dead is sent again; the
+    dead stay recoverable; the old queue is emptied and stays empty."""
+    url = empty_database_url
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
+    receiver = await Receiver(secret=secret).start()
+    conn = await asyncpg.connect(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=3)
+    assert pool is not None
+    try:
+        await migrate(conn, [m for m in discover() if m.version < 19])
+
+        # The previous release's subscriptions and ledger, as its API and an application
+        # wrote them: the 018 capture trigger queues each event for fan-out.
+        plain, ordered, other = [
+            await conn.fetchval(
+                "INSERT INTO notifier.subscriptions (url, secret, event_types, ordering,"
+                " ordering_key) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                receiver.url(path),
+                secret,
+                types,
+                ordering,
+                key,
+            )
+            for path, types, ordering, key in [
+                ("/plain", ["transaction.*"], "none", None),
+                ("/ordered", ["transaction.created"], "key", "account_id"),
+                ("/other", ["order.*"], "none", None),
+            ]
+        ]
+        accounts = {
+            name: await conn.fetchval("INSERT INTO accounts (currency) VALUES ('USD') RETURNING id")
+            for name in "ABCDE"
+        }
+        for amount, name in enumerate("ABCABCABCABCDD", start=1):  # one commit each
+            await conn.execute(
+                "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', $2)",
+                accounts[name],
+                amount,
+            )
+        events = [
+            row["id"] for row in await conn.fetch("SELECT id FROM notifier.events ORDER BY id")
+        ]
+        assert len(events) == 14
+        assert [r[0] for r in await conn.fetch("SELECT event_id FROM notifier.event_queue")] == (
+            events
+        )
+
+        # The previous release's fan-out took the first eight (it goes in event order), to
+        # every subscription they match; the last six are still queued.
+        e = dict(enumerate(events, start=1))
+        fanned, queued = events[:8], events[8:]
+        key = {n: str(accounts["ABCABCABCABCDD"[n - 1]]) for n in e}
+        plain_plan = {
+            1: "succeeded",
+            2: "dead",
+            3: "retrying",
+            4: "in_flight",
+            5: "succeeded",
+            6: "due",
+            7: "in_flight",
+            8: "succeeded",
+        }
+        # Per key of the ordered subscription: A's head (e4) is in flight with e7 behind
+        # it; B's head died (e2), its next (e5) failed once and e8 waits; C's head
+        # succeeded and freed the key, e6 waiting to be made head by the next claim.
+        ordered_plan = {
+            1: "succeeded",
+            2: "dead",
+            3: "succeeded",
+            4: "in_flight",
+            5: "retrying",
+            6: "waiting",
+            7: "waiting",
+            8: "waiting",
+        }
+        plan = [(e[n], plain, None, state) for n, state in plain_plan.items()] + [
+            (e[n], ordered, key[n], state) for n, state in ordered_plan.items()
+        ]
+        await conn.execute("DELETE FROM notifier.event_queue WHERE event_id = ANY($1)", fanned)
+        await conn.execute(_PREVIOUS_RELEASE_DELIVERIES, *map(list, zip(*plan, strict=True)))
+        await conn.execute(
+            "INSERT INTO notifier.ordering_keys (subscription_id, key, head, waiting)"
+            " VALUES ($1, $2, $3, 1), ($1, $4, $5, 1), ($1, $6, NULL, 1)",
+            ordered,
+            key[1],
+            e[4],
+            key[2],
+            e[5],
+            key[3],
+        )
+        old_deliveries = await conn.fetch(_DELIVERY_ROWS, fanned)
+        old_attempts = await conn.fetch(_ATTEMPT_ROWS)
+
+        # The upgrade, as an operator runs it.
+        code, _, err = await asyncio.to_thread(_run, url, "migrate")
+        assert code == 0, err
+        assert await conn.fetchval("SELECT max(version) FROM notifier.schema_migrations") == (
+            discover()[-1].version
+        )
+        assert await conn.fetchval("SELECT count(*) FROM notifier.event_queue") == 0
+        # What was delivered, dead, retrying or in flight is untouched, to the column.
+        assert await conn.fetch(_DELIVERY_ROWS, fanned) == old_deliveries
+        assert await conn.fetch(_ATTEMPT_ROWS) == old_attempts
+        # The queued events became deliveries: due now, or waiting behind their key.
+        made = await conn.fetch(
+            "SELECT event_id, subscription_id, ordering_key, status, attempts,"
+            "       next_attempt_at = 'infinity' AS waiting, next_attempt_at <= now() AS due"
+            "  FROM notifier.deliveries WHERE event_id = ANY($1)"
+            " ORDER BY subscription_id, event_id",
+            queued,
+        )
+        assert [tuple(r) for r in made] == [
+            *[(i, plain, None, "pending", 0, False, True) for i in queued],
+            *[(e[n], ordered, key[n], "pending", 0, True, False) for n in range(9, 15)],
+        ]
+        keys = await conn.fetch(
+            "SELECT key, head, waiting FROM notifier.ordering_keys WHERE subscription_id = $1",
+            ordered,
+        )
+        assert {r["key"]: (r["head"], r["waiting"]) for r in keys} == {
+            key[1]: (e[4], 2),  # e7, e10
+            key[2]: (e[5], 2),  # e8, e11
+            key[3]: (None, 3),  # e6, e9, e12
+            key[13]: (None, 2),  # e13, e14: a key the previous release never saw
+        }
+
+        # This release's writers: one commit before a daemon runs, more while it runs.
+        await conn.execute(
+            "INSERT INTO transactions (account_id, kind, amount)"
+            " SELECT unnest($1::bigint[]), 'top_up', 100",
+            [accounts[name] for name in "ABCD"],
+        )
+        start(daemons, url, tmp_path)
+        await conn.execute(
+            "INSERT INTO transactions (account_id, kind, amount)"
+            " SELECT unnest($1::bigint[]), 'top_up', 200",
+            [accounts[name] for name in "EAE"],
+        )
+        await conn.execute(
+            "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'debit', 1)",
+            accounts["B"],
+        )
+
+        rows = await conn.fetch(
+            "SELECT id, uid::text AS uid, (data ->> 'id')::bigint AS tx,"
+            "       (data ->> 'account_id')::bigint AS account FROM notifier.events ORDER BY id"
+        )
+        assert len(rows) == 14 + 8
+        uid = {r["id"]: r["uid"] for r in rows}
+        new = [r["id"] for r in rows[14:]]
+        owed_once = {
+            "/plain": [e[n] for n, s in plain_plan.items() if s in ("retrying", "due")]
+            + queued
+            + new,
+            "/ordered": [e[n] for n, s in ordered_plan.items() if s in ("retrying", "waiting")]
+            + queued
+            + new,
+        }
+        owed_at_least_once = {
+            path: [e[n] for n, s in states.items() if s == "in_flight"]
+            for path, states in [("/plain", plain_plan), ("/ordered", ordered_plan)]
+        }
+        owed = {
+            path: {uid[i] for i in owed_once[path] + owed_at_least_once[path]} for path in owed_once
+        }
+
+        def arrived(path: str) -> Counter[str]:
+            return Counter(r.event["id"] for r in receiver.received if r.path == path)
+
+        await wait_until(
+            lambda: all(set(arrived(path)) >= owed[path] for path in owed),
+            seconds=30,
+            what="everything owed to arrive",
+        )
+        await wait_until(lambda: _undelivered(pool), seconds=15, what="nothing left to send")
+        await asyncio.sleep(1.5)  # a copy sent late would show in the counts below
+
+        assert all(200 <= s < 300 for answers in receiver.statuses.values() for s in answers)
+        assert arrived("/other") == Counter()
+        for path in owed:
+            counts = arrived(path)
+            assert set(counts) == owed[path], path  # nothing delivered or dead sent again
+            twice = {i for i in owed_once[path] if counts[uid[i]] != 1}
+            assert not twice, f"{path}: sent other than once: {sorted(twice)}"
+        # Per account, in ledger order: first arrivals are the owed events in transaction
+        # id order, and no older event arrives after a newer one.
+        ledger: dict[int, list[int]] = defaultdict(list)
+        for r in rows:
+            if uid[r["id"]] in owed["/ordered"]:
+                ledger[r["account"]].append(r["tx"])
+        every: dict[int, list[int]] = defaultdict(list)
+        for request in receiver.by_path()["/ordered"]:
+            data = request.event["data"]
+            every[data["account_id"]].append(data["id"])
+        assert {a: list(dict.fromkeys(txs)) for a, txs in every.items()} == {
+            a: sorted(txs) for a, txs in ledger.items()
+        }
+        assert all(txs == sorted(txs) for txs in every.values()), every
+
+        # In the database: the old queue stays empty; the delivered and dead rows are as
+        # they were; every key is free with nothing waiting; the dead are recoverable.
+        assert await conn.fetchval("SELECT count(*) FROM notifier.event_queue") == 0
+        dead_and_done = [r for r in old_deliveries if r["status"] in ("succeeded", "dead")]
+        now_rows = {r["id"]: r for r in await conn.fetch(_DELIVERY_ROWS, fanned)}
+        assert [now_rows[r["id"]] for r in dead_and_done] == dead_and_done
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM notifier.deliveries WHERE subscription_id = $1", other
+            )
+            == 0
+        )
+        assert [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT head, waiting FROM notifier.ordering_keys"
+                " WHERE head IS NOT NULL OR waiting <> 0"
+            )
+        ] == []
+        ops = Operations(pool)
+        since = datetime.now(UTC) - timedelta(hours=1)
+        for subscription in (plain, ordered):
+            scheduled = await ops.recover(subscription, since)
+            assert (scheduled.created, scheduled.reset) == (0, 1), subscription
+        await wait_until(
+            lambda: all(uid[e[2]] in arrived(path) for path in owed),
+            seconds=15,
+            what="the recovered dead event to arrive",
+        )
+        await wait_until(lambda: _undelivered(pool), seconds=15, what="the recovery to finish")
+        await asyncio.sleep(0.5)
+        for path in owed:
+            assert arrived(path)[uid[e[2]]] == 1, path
+            assert set(arrived(path)) == owed[path] | {uid[e[2]]}, path
+        states = await conn.fetch(
+            "SELECT status, count(*) FROM notifier.delivery_states"
+            " WHERE subscription_id = ANY($1) GROUP BY 1",
+            [plain, ordered],
+        )
+        assert {r["status"]: r["count"] for r in states} == {"succeeded": 2 * len(rows)}
+    finally:
+        await pool.close()
+        await conn.close()
+        for daemon in daemons:
+            daemon.ensure_stopped()
+        await receiver.stop()
