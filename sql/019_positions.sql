@@ -78,6 +78,19 @@ RETURN event_xid IS NULL
     OR pg_visible_in_snapshot(event_xid, p.since)
     OR (p.upto IS NOT NULL AND pg_visible_in_snapshot(event_xid, p.upto) AND event_id <= p.after_id);
 
+-- Whether a position may have events to move past: a window open, a transaction begun
+-- after its snapshot with events visible now, or one that was open then and has events
+-- now. Cheap (the end of the transaction-id index, and a probe per open transaction):
+-- a claim asks it before locking the position, and a daemon before it parks.
+CREATE FUNCTION notifier.behind(p notifier.positions) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN p.upto IS NOT NULL
+    -- An EXISTS would be planned as a scan that stops early, which it never does when
+    -- there is nothing new: the newest transaction is read off the index's end instead.
+    OR (SELECT max(e.xid) FROM notifier.events e) >= pg_snapshot_xmax(p.since)
+    OR EXISTS (SELECT 1 FROM pg_snapshot_xip(p.since) AS x (xid)
+                WHERE EXISTS (SELECT 1 FROM notifier.events e WHERE e.xid = x.xid));
+
 -- The first attempts of a run of events to one subscription: claimed together, leased
 -- together, recorded together. An event of the batch that did not succeed gets a row in
 -- notifier.deliveries when the batch is recorded, and is retried from there.

@@ -178,6 +178,7 @@ def _run_bench(args: argparse.Namespace, settings: Settings) -> int:
             keep=args.keep,
             sink=_sink_option(args.sink),
             ordered=args.ordered,
+            history=args.history,
         )
     )
 
@@ -204,6 +205,13 @@ def _add_bench_command(commands: Any) -> None:
     cmd.add_argument("--write-seconds", type=int, default=10, help="length of each pgbench run")
     cmd.add_argument("--clients", type=int, default=8, help="pgbench clients")
     cmd.add_argument("--keep", action="store_true", help="keep the scratch database")
+    cmd.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="delivered events to keep in the outbox before measuring (e.g. 10000000): "
+        "does the cost grow with history?",
+    )
     cmd.add_argument(
         "--sink",
         metavar="URL",

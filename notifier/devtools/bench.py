@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 
 from notifier.db.migrate import migrate
@@ -281,6 +282,7 @@ async def drain(
             await _wait_for(receiver, backlog, 600, daemon)
             after = await _costs(conn, daemon, len(receiver.received))
             peak_rss_mb = daemon.peak_rss_mb()
+            statements = await _statement_percentiles(daemon)
     finally:
         await conn.close()
     arrivals = [r.at for r in _first_arrivals(receiver.received)]
@@ -301,6 +303,7 @@ async def drain(
         "daemon_cpu_us": (after.daemon_cpu - before.daemon_cpu) / counted * 1e6,
         "server_cpu_us": -1.0 if server_cpu is None else server_cpu,
         "wal_bytes": (after.wal - before.wal) / counted,
+        **statements,
     }
 
 
@@ -395,6 +398,91 @@ async def write_overhead(
     }
 
 
+# Delivered history, written straight into the outbox (as months of traffic leave it):
+# events of one transaction per chunk, recorded as delivered in batches of 200, and the
+# subscription's position past them.
+HISTORY_EVENTS = """
+    INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, created_at)
+    SELECT 'transaction.created', 'transaction', 'public', 'transactions', 'INSERT',
+           jsonb_build_object('id', n, 'account_id', 1 + n % 1000, 'kind', 'top_up',
+                              'amount', 1, 'currency', 'USD', 'balance_after', n,
+                              'idempotency_key', NULL, 'metadata', '{}'::jsonb,
+                              'created_at', now()),
+           now()
+      FROM generate_series($1::bigint, $2::bigint) AS n
+"""
+HISTORY_BATCHES = """
+    INSERT INTO notifier.batches (subscription_id, event_ids, claimed_at, finished_at,
+                                  succeeded, sent_at, durations_ms, outcomes)
+    SELECT $1, array_agg(id ORDER BY id), now(), now(), count(*),
+           array_agg(now() ORDER BY id), array_agg(1.0::real ORDER BY id),
+           array_agg('http_204'::text ORDER BY id)
+      FROM notifier.events WHERE id > $2
+     GROUP BY id / 200
+"""
+
+
+async def fill_history(url: str, events: int) -> None:
+    """``events`` delivered events in the outbox, their batches, the position past them."""
+    conn = await asyncpg.connect(url)
+    try:
+        subscription = await conn.fetchval("SELECT min(id) FROM notifier.subscriptions")
+        chunk = 1_000_000
+        for start in range(1, events + 1, chunk):
+            before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM notifier.events")
+            await conn.execute(HISTORY_EVENTS, start, min(events, start + chunk - 1))
+            await conn.execute(HISTORY_BATCHES, subscription, before)
+        await conn.execute(
+            "UPDATE notifier.positions SET since = pg_current_snapshot(), upto = NULL,"
+            " after_id = NULL, last_id = NULL"
+        )
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
+        size = await conn.fetchval(
+            "SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid)))"
+            "  FROM pg_class c WHERE c.relnamespace = 'notifier'::regnamespace AND c.relkind = 'r'"
+        )
+        print(f"history: {events} delivered events in the outbox ({size} on disk)", flush=True)
+    finally:
+        await conn.close()
+
+
+async def _statement_percentiles(daemon: DaemonProcess) -> dict[str, float]:
+    """p50 and p99 of the daemon's claims and settlements, from its histograms."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{daemon.port}/metrics") as response,
+    ):
+        text = await response.text()
+    result: dict[str, float] = {}
+    for name in ("claim", "settle"):
+        buckets = [
+            (float(m.group(1)), float(m.group(2)))
+            for m in re.finditer(
+                rf'^notifier_{name}_duration_seconds_bucket{{le="([^"]+)"}} (\S+)$', text, re.M
+            )
+        ]
+        for q in (0.5, 0.99):
+            result[f"{name}_p{int(q * 100)}_ms"] = _bucket_percentile(buckets, q) * 1000
+    return result
+
+
+def _bucket_percentile(buckets: list[tuple[float, float]], q: float) -> float:
+    """A percentile from cumulative histogram buckets, linear within a bucket."""
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return 0.0
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= q * total:
+            if bound == float("inf"):
+                return lower_bound
+            share = (q * total - lower_count) / max(count - lower_count, 1e-9)
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
 async def _prepare(admin_url: str, name: str) -> tuple[str, str]:
     admin = await connect(admin_url)
     try:
@@ -430,6 +518,7 @@ async def run_bench(
     keep: bool,
     sink: str | None = None,
     ordered: bool = False,
+    history: int = 0,
 ) -> int:
     """Run the measurements and print their figures."""
     url, secret = await _prepare(admin_url, database)
@@ -451,6 +540,8 @@ async def run_bench(
     )
     accounts = ORDERED_ACCOUNTS if ordered else ACCOUNTS
     await conn.close()
+    if history:
+        await fill_history(url, history)
     log_dir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
     shown = "a webhook receiver" if sink is None else masked(sink)
     how = f"ordered by account over {accounts} accounts" if ordered else "unordered"
@@ -497,7 +588,10 @@ async def run_bench(
             f"{c['seconds_from_start']:.1f} s){ceiling}; peak RSS {c['peak_rss_mb']:.1f} MB; "
             f"{c['copies']:.0f} arrived twice\n"
             f"    per delivered event: daemon CPU {c['daemon_cpu_us']:.0f} us, PostgreSQL CPU "
-            f"{server} (all server processes, from /proc), WAL {c['wal_bytes']:.0f} bytes",
+            f"{server} (all server processes, from /proc), WAL {c['wal_bytes']:.0f} bytes\n"
+            f"    claim p50 {c['claim_p50_ms']:.2f} ms, p99 {c['claim_p99_ms']:.2f} ms; "
+            f"recording outcomes p50 {c['settle_p50_ms']:.2f} ms, p99 {c['settle_p99_ms']:.2f} ms "
+            "(the daemon's histograms)",
             flush=True,
         )
         d = await write_overhead(url, pgbench or find_pgbench(), log_dir, write_seconds, clients)

@@ -218,7 +218,8 @@ class Dispatcher:
     async def _settle(self, batch: list[Settlement]) -> list[Settlement]:
         """Record ``batch``; returns the settlements that must wait for the database."""
         try:
-            await self._outbox.settle(batch)
+            with metrics.SETTLE_DURATION.time():
+                await self._outbox.settle(batch)
         except Exception as exc:
             if is_retryable(exc):
                 log.warning("settle_failed", error=one_line(exc), deliveries=len(batch))

@@ -8,6 +8,7 @@ from notifier.db.errors import is_retryable, one_line, retry_delay
 from notifier.engine.dispatcher import Dispatcher
 from notifier.engine.store import Outbox
 from notifier.engine.waits import wait_set
+from notifier.observability import metrics
 from notifier.observability.logging import get_logger
 
 log = get_logger("notifier.pump")
@@ -72,13 +73,14 @@ class Pump:
 
     async def _round(self, disarm: bool) -> bool:
         """Claim once and dispatch; park when there was nothing. True: disarm next."""
-        result = await self._outbox.claim(
-            events=self._batch,
-            due=self._batch,
-            room=self._dispatcher.room(),
-            default_room=self._dispatcher.held_per_subscription,
-            disarm=disarm,
-        )
+        with metrics.CLAIM_DURATION.time():
+            result = await self._outbox.claim(
+                events=self._batch,
+                due=self._batch,
+                room=self._dispatcher.room(),
+                default_room=self._dispatcher.held_per_subscription,
+                disarm=disarm,
+            )
         if result.claimed:
             self._dispatcher.dispatch(result.claimed)
         if result.fanned_events or result.claimed:

@@ -22,7 +22,10 @@ DELIVERY_LATENCY = Histogram(
     ["sink"],
     buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 86400),
 )
-BACKLOG = Gauge("notifier_backlog", "Events not yet fanned out plus deliveries not yet done.")
+BACKLOG = Gauge(
+    "notifier_backlog",
+    "Events not yet claimed by every subscription, plus claimed ones not yet done.",
+)
 OLDEST_PENDING_AGE = Gauge(
     "notifier_oldest_pending_age_seconds", "Age of the oldest event not yet delivered."
 )
@@ -39,8 +42,8 @@ SUBSCRIPTIONS_DISABLED = Counter(
 )
 OLDEST_DELIVERABLE_AGE = Gauge(
     "notifier_oldest_deliverable_age_seconds",
-    "How long the oldest due work (an event not fanned out, a due delivery of an enabled "
-    "subscription) has waited.",
+    "How long the oldest due work (an event not yet claimed, a batch whose lease ran out, "
+    "a due delivery of an enabled subscription) has waited.",
 )
 STALLED = Gauge(
     "notifier_stalled",
@@ -48,4 +51,17 @@ STALLED = Gauge(
 )
 RETENTION_DELETED = Counter(
     "notifier_retention_deleted_events", "Events removed by retention (with their deliveries)."
+)
+# The daemon's two statements per round: how long the database takes for them is what
+# a growing outbox would show first.
+STATEMENT_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 1)
+CLAIM_DURATION = Histogram(
+    "notifier_claim_duration_seconds",
+    "Duration of one claim: positions moved, batches and due deliveries claimed.",
+    buckets=STATEMENT_BUCKETS,
+)
+SETTLE_DURATION = Histogram(
+    "notifier_settle_duration_seconds",
+    "Duration of recording one run of outcomes.",
+    buckets=STATEMENT_BUCKETS,
 )

@@ -27,9 +27,10 @@ taken AS MATERIALIZED (
                                  ELSE $1 END,
                             cut.snapshot) AS ids
       FROM notifier.subscriptions s
+      JOIN notifier.positions p ON p.subscription_id = s.id
      CROSS JOIN cut
       LEFT JOIN room r ON r.subscription_id = s.id
-     WHERE s.enabled
+     WHERE s.enabled AND notifier.behind(p)
      ORDER BY s.id
 ),
 batched AS (
@@ -417,14 +418,7 @@ UPDATE notifier.doorbell SET armed = true WHERE NOT armed;
 SELECT EXISTS (SELECT 1 FROM notifier.positions p
                  JOIN notifier.subscriptions s ON s.id = p.subscription_id AND s.enabled
                 WHERE (s.ordering_key IS NOT NULL OR s.id <> ALL ($1::bigint[]))
-                  AND (p.upto IS NOT NULL
-                       -- The newest transaction's events, read off the index's end
-                       -- (an EXISTS would be planned as a scan that stops early, which
-                       -- it never does when there is nothing new).
-                       OR (SELECT max(e.xid) FROM notifier.events e) >= pg_snapshot_xmax(p.since)
-                       OR EXISTS (SELECT 1 FROM pg_snapshot_xip(p.since) AS x (xid)
-                                   WHERE EXISTS (SELECT 1 FROM notifier.events e
-                                                  WHERE e.xid = x.xid))))
+                  AND notifier.behind(p))
        OR EXISTS (SELECT 1 FROM notifier.ordering_keys k
                    WHERE k.head IS NULL AND k.waiting > 0
                      AND EXISTS (SELECT 1 FROM notifier.deliveries w
