@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # The CloudEvents ``source`` of every event (``ce_source`` on brokers, ``source`` in
     # the cloudevents format): a URI-reference naming this ledger.
     event_source: str = Field(default="notifier", min_length=1, pattern=r"^\S+$")
+    # The daemon's event loop: uvloop (libuv) where it is installed, as it is by default
+    # on Linux and macOS; its HTTP requests then cost less CPU. "asyncio": the standard one.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     # Operations: endpoint health, stall detection, retention.
     disable_after_failing: Duration = "5d"

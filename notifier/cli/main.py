@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +156,24 @@ def _run_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
 def _run_daemon(_args: argparse.Namespace, settings: Settings) -> int:
     from notifier.engine.daemon import run_daemon
 
-    with error_reporting(settings, "daemon"):
-        return asyncio.run(run_daemon(settings))
+    with (
+        error_reporting(settings, "daemon"),
+        asyncio.Runner(loop_factory=_loop(settings)) as runner,
+    ):
+        return runner.run(run_daemon(settings))
+
+
+def _loop(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The daemon's event loop factory (None: asyncio's own)."""
+    if settings.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if settings.event_loop == "uvloop":
+            raise CliError("NOTIFIER_EVENT_LOOP=uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _run_bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from prometheus_client import Counter as MetricCounter
+
 from notifier.db.errors import REFUSED_DATA, is_retryable, one_line, retry_delay
 from notifier.engine.retry import RetryPolicy
 from notifier.engine.store import RELEASED, Claimed, Outbox, Settlement
@@ -63,6 +65,7 @@ class Dispatcher:
         self._stopping = False
         self._closed = False
         self.progress = asyncio.Event()  # set whenever held deliveries are settled
+        self._meters: dict[str, _Meters] = {}
         self._debug = log.is_enabled_for(logging.DEBUG)
 
     # What the pump needs to know.
@@ -129,19 +132,20 @@ class Dispatcher:
 
     async def _record(self, item: Claimed, outcome: Outcome) -> None:
         sink = label(item.target)
-        metrics.ATTEMPT_DURATION.labels(sink).observe(outcome.duration)
+        meters = self._meters.get(sink) or self._meters.setdefault(sink, _Meters(sink))
+        meters.duration.observe(outcome.duration)
         retry_in = 0.0
         status: SettledStatus
         if outcome.result is Result.SUCCEEDED:
             status, outcome_label = "succeeded", "succeeded"
             latency = (datetime.now(UTC) - item.event_created_at).total_seconds()
-            metrics.DELIVERY_LATENCY.labels(sink).observe(max(latency, 0.0))
+            meters.latency.observe(max(latency, 0.0))
         else:
             delay = self._policy.next_delay(item.schedule_attempt, outcome.retry_after)
             status = "dead" if delay is None else "pending"
             outcome_label = "gone" if outcome.disable else ("dead" if delay is None else "failed")
             retry_in = delay or 0.0
-        metrics.DELIVERIES.labels(sink, outcome_label).inc()
+        meters.outcome(outcome_label).inc()
         # Every attempt is in the database's attempt log and every outcome in the metrics:
         # a line for each success (thousands a second) is for debugging only.
         if status != "succeeded" or self._debug:
@@ -345,6 +349,22 @@ class Dispatcher:
         self._held.clear()
         self._held_by_subscription.clear()
         self._batches.clear()
+
+
+class _Meters:
+    """One kind of destination's metric children, looked up once, not per attempt."""
+
+    def __init__(self, sink: str) -> None:
+        self.duration = metrics.ATTEMPT_DURATION.labels(sink)
+        self.latency = metrics.DELIVERY_LATENCY.labels(sink)
+        self._sink = sink
+        self._outcomes: dict[str, MetricCounter] = {}
+
+    def outcome(self, name: str) -> MetricCounter:
+        known = self._outcomes.get(name)
+        if known is None:
+            known = self._outcomes[name] = metrics.DELIVERIES.labels(self._sink, name)
+        return known
 
 
 # (is a batch, delivery or batch id, attempt, event id): one held event.

@@ -100,35 +100,54 @@ class Backlog:
     oldest_age_seconds: float
 
 
-def _claimed(row: asyncpg.Record) -> Claimed:
+def _destination(row: asyncpg.Record) -> Destination:
     secrets = (
         (row["secret"],)
         if row["previous_secret"] is None
         else (row["secret"], row["previous_secret"])
     )
-    return Claimed(
-        delivery_id=row["delivery_id"],
-        batch_id=row["batch_id"],
-        event_id=row["event_id"],
-        attempt=row["attempts"],
-        schedule_attempt=row["attempts"] - row["schedule_offset"],
-        subscription_id=row["subscription_id"],
-        event_uid=row["event_uid"],
-        event_type=row["event_type"],
-        event_created_at=row["event_created_at"],
-        data=row["data"],
-        previous=row["previous"],
-        trace=TraceContext.stored(row["traceparent"], row["tracestate"]),
-        destination=Destination(
-            row["target"],
-            secrets,
-            tuple(json.loads(row["headers"]).items()),
-            row["format"],
-            row["ordering_key"],
-            row["subscription_id"],
-        ),
-        max_in_flight=row["max_in_flight"],
+    return Destination(
+        row["target"],
+        secrets,
+        tuple(json.loads(row["headers"]).items()),
+        row["format"],
+        row["ordering_key"],
+        row["subscription_id"],
     )
+
+
+def _claimed(rows: list[asyncpg.Record]) -> list[Claimed]:
+    """The claimed rows as work to send; a batch's events share one destination."""
+    shared: dict[int, Destination] = {}
+    claimed = []
+    for row in rows:
+        if row["event_id"] is None:
+            continue
+        if row["batch_id"] is None:
+            destination = _destination(row)
+        else:
+            destination = shared.get(row["batch_id"]) or shared.setdefault(
+                row["batch_id"], _destination(row)
+            )
+        claimed.append(
+            Claimed(
+                delivery_id=row["delivery_id"],
+                batch_id=row["batch_id"],
+                event_id=row["event_id"],
+                attempt=row["attempts"],
+                schedule_attempt=row["attempts"] - row["schedule_offset"],
+                subscription_id=row["subscription_id"],
+                event_uid=row["event_uid"],
+                event_type=row["event_type"],
+                event_created_at=row["event_created_at"],
+                data=row["data"],
+                previous=row["previous"],
+                trace=TraceContext.stored(row["traceparent"], row["tracestate"]),
+                destination=destination,
+                max_in_flight=row["max_in_flight"],
+            )
+        )
+    return claimed
 
 
 class Outbox:
@@ -188,8 +207,7 @@ class Outbox:
             due,
             disarm,
         )
-        claimed = [_claimed(row) for row in rows if row["event_id"] is not None]
-        return ClaimResult(fanned_events=rows[0]["fanned_events"], claimed=claimed)
+        return ClaimResult(fanned_events=rows[0]["fanned_events"], claimed=_claimed(rows))
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Record attempt outcomes and move their deliveries on, in one statement.
