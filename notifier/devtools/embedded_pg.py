@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import glob
 import itertools
 import os
@@ -21,6 +22,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -96,21 +98,25 @@ def _run_as(data_dir: Path) -> str | None:
         return None
     if data_dir.exists() and data_dir.stat().st_uid != 0:
         return pwd.getpwuid(data_dir.stat().st_uid).pw_name
-    try:
-        pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SYSTEM_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )
+    # Several test workers start servers at once: one of them makes the user, the others
+    # wait for it rather than race it.
+    with open(Path(tempfile.gettempdir()) / "notifier-pg-user.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    SYSTEM_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
     return SYSTEM_USER
 
 

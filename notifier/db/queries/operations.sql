@@ -54,9 +54,19 @@ SELECT d.*, notifier.http_status(d.last_outcome) AS last_status_code, e.uid AS e
 -- name: stats
 SELECT s.id, s.enabled, s.disabled_reason, s.disabled_at, s.last_success_at,
        s.last_failure_at, s.last_error, s.failing_since, s.consecutive_failures,
+       -- Rows of their own by status, and batches' events by their counts (a batch
+       -- held: all in flight; recorded: its successes), not one by one.
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')::text
-          FROM (SELECT status, count(*) AS n FROM notifier.delivery_states
-                 WHERE subscription_id = s.id GROUP BY status) AS c) AS counts,
+          FROM (SELECT status, sum(n) AS n
+                  FROM (SELECT status, count(*) AS n FROM notifier.deliveries
+                         WHERE subscription_id = s.id GROUP BY status
+                        UNION ALL
+                        SELECT CASE WHEN finished_at IS NULL THEN 'in_flight' ELSE 'succeeded' END,
+                               sum(coalesce(succeeded, cardinality(event_ids)))
+                          FROM notifier.batches
+                         WHERE subscription_id = s.id
+                         GROUP BY finished_at IS NULL) AS u
+                 GROUP BY status) AS c) AS counts,
        (SELECT count(*) FROM notifier.deliveries
          WHERE subscription_id = s.id AND status = 'pending'
            AND next_attempt_at = 'infinity') AS waiting,
