@@ -114,15 +114,17 @@ _TRACE_CONTEXT = [
         "in": "header",
         "required": False,
         "description": "W3C traceparent (00-<trace id>-<parent id>-<flags>): every delivery "
-        "of the event this request causes carries it.",
-        "schema": {"type": "string", "pattern": "^[!-~]+$"},
+        "of the event this request causes carries it. Any value is accepted; a malformed "
+        "one (an empty one too) is ignored.",
+        "schema": {"type": "string"},
     },
     {
         "name": "tracestate",
         "in": "header",
         "required": False,
-        "description": "W3C tracestate, passed on with the traceparent.",
-        "schema": {"type": "string", "pattern": "^[!-~]+$"},
+        "description": "W3C tracestate, passed on with the traceparent; a malformed one is "
+        "ignored.",
+        "schema": {"type": "string"},
     },
 ]
 
