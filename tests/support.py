@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -132,3 +132,60 @@ def latencies(receiver: Receiver, path: str) -> list[float]:
         r.at - datetime.fromisoformat(r.event["timestamp"]).timestamp()
         for r in receiver.by_path()[path]
     ]
+
+
+async def open_accounts(pool: asyncpg.Pool, count: int) -> list[int]:
+    ids = await pool.fetch(
+        "INSERT INTO accounts (currency) SELECT 'USD' FROM generate_series(1, $1) RETURNING id",
+        count,
+    )
+    return [row["id"] for row in ids]
+
+
+async def what_holds_back(pool: asyncpg.Pool) -> str:
+    """What holds deliveries back, for a failure message."""
+    counts = await pool.fetch(
+        "SELECT status, next_attempt_at = 'infinity' AS waiting, count(*)"
+        " FROM notifier.deliveries GROUP BY 1, 2"
+    )
+    keys = await pool.fetch(
+        "SELECT k.key, k.head, k.waiting, h.status AS head_status, h.attempts,"
+        "       h.next_attempt_at AS head_due,"
+        "       (SELECT count(*) FROM notifier.deliveries w"
+        "         WHERE w.subscription_id = k.subscription_id AND w.ordering_key = k.key"
+        "           AND w.status = 'pending' AND w.next_attempt_at = 'infinity') AS really_waiting"
+        "  FROM notifier.ordering_keys k"
+        "  LEFT JOIN notifier.deliveries h"
+        "    ON h.subscription_id = k.subscription_id AND h.event_id = k.head"
+        " WHERE k.waiting > 0 OR k.head IS NOT NULL ORDER BY k.key LIMIT 60"
+    )
+    return "\n".join(str(dict(row)) for row in [*counts, *keys])
+
+
+async def ledger_order(pool: asyncpg.Pool, accounts: list[int]) -> dict[int, list[int]]:
+    """Each account's transaction ids in ledger order."""
+    order: dict[int, list[int]] = defaultdict(list)
+    for row in await pool.fetch(
+        "SELECT id, account_id FROM transactions WHERE account_id = ANY($1) ORDER BY id",
+        accounts,
+    ):
+        order[row["account_id"]].append(row["id"])
+    return order
+
+
+def arrivals_by_account(
+    receiver: Receiver, path: str
+) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Per account: every transaction id as it arrived (failed answers too), and the
+    ids as first accepted (2xx)."""
+    every: dict[int, list[int]] = defaultdict(list)
+    accepted: dict[int, list[int]] = defaultdict(list)
+    seen: set[int] = set()
+    answers = receiver.statuses[path]
+    for request, status in zip(receiver.by_path()[path], answers, strict=True):
+        data = request.event["data"]
+        every[data["account_id"]].append(data["id"])
+        if 200 <= status < 300 and data["id"] not in seen:
+            seen.add(data["id"])
+            accepted[data["account_id"]].append(data["id"])
+    return every, accepted

@@ -17,8 +17,17 @@ import pytest
 from notifier.devtools.daemon_process import wait_until
 from notifier.devtools.receiver import Received, Receiver
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, caught_up, listening, start, statuses
-from tests.test_ordering import _accounts, _arrivals, _ledger, _unsettled
+from tests.support import (
+    Daemon,
+    arrivals_by_account,
+    caught_up,
+    ledger_order,
+    listening,
+    open_accounts,
+    start,
+    statuses,
+    what_holds_back,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +125,7 @@ async def _state(pool: asyncpg.Pool) -> str:
                 )
             ]
         ),
-        "ordered keys: " + await _unsettled(pool),
+        "ordered keys: " + await what_holds_back(pool),
     ]
     return "\n".join(parts)
 
@@ -165,7 +174,7 @@ async def test_sigkill_at_random_points_loses_nothing_and_keeps_each_key_in_orde
     for path in PATHS:  # a request is in flight a little while: kills land mid-request
         receiver.delays[path] = lambda: delays.uniform(0, 0.02)
 
-    accounts = await _accounts(pool, ACCOUNTS)
+    accounts = await open_accounts(pool, ACCOUNTS)
     subscriptions = SubscriptionStore(pool, allow_private_targets=True)
     await subscriptions.create(
         receiver.url("/unordered"), event_types=["transaction.*"], max_in_flight=32
@@ -240,7 +249,7 @@ async def test_sigkill_at_random_points_loses_nothing_and_keeps_each_key_in_orde
     assert exits == [0, 0], f"{seed}: the surviving daemons exited {exits}"
 
     uids = {str(u) for u in await pool.fetchval("SELECT array_agg(uid) FROM notifier.events")}
-    ledger = await _ledger(pool, accounts)
+    ledger = await ledger_order(pool, accounts)
     report = [f"\nSIGKILL x{KILLS} ({seed}): {events} events to each of 2 subscriptions"]
     for path in PATHS:
         answers = receiver.statuses[path]
@@ -265,7 +274,7 @@ async def test_sigkill_at_random_points_loses_nothing_and_keeps_each_key_in_orde
         # far from a window or a batch sent again whole after each kill.
         assert twice <= events // 10, f"{seed}: {twice} copies accepted at {path}"
 
-    every, first_accepted = _arrivals(receiver, "/ordered")
+    every, first_accepted = arrivals_by_account(receiver, "/ordered")
     # Each account's events, first accepted in ledger order...
     for account in accounts:
         got, want = first_accepted[account], ledger[account]

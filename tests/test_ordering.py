@@ -8,7 +8,6 @@ import os
 import random
 import secrets
 import signal
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +19,17 @@ from notifier.devtools.receiver import Received, Receiver
 from notifier.engine.store import Outbox, Settlement
 from notifier.ops.operator import Operations
 from notifier.subscriptions.store import SubscriptionStore
-from tests.support import Daemon, listening, settled, start, statuses
+from tests.support import (
+    Daemon,
+    arrivals_by_account,
+    ledger_order,
+    listening,
+    open_accounts,
+    settled,
+    start,
+    statuses,
+    what_holds_back,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +42,6 @@ ROWS = int(os.environ.get("NOTIFIER_TEST_ORDERED_ROWS", "4000"))
 # NOTIFIER_TEST_HOLD_SECONDS=60 runs it for the minute the contract speaks of).
 HOLD_SECONDS = float(os.environ.get("NOTIFIER_TEST_HOLD_SECONDS", "15"))
 FAST_RETRIES = ",".join(["0.05"] * 20)
-
-
-async def _accounts(pool: asyncpg.Pool, count: int) -> list[int]:
-    ids = await pool.fetch(
-        "INSERT INTO accounts (currency) SELECT 'USD' FROM generate_series(1, $1) RETURNING id",
-        count,
-    )
-    return [row["id"] for row in ids]
 
 
 async def _writer(database_url: str, accounts: list[int], rows: int, seed: int) -> None:
@@ -60,53 +61,6 @@ async def _writer(database_url: str, accounts: list[int], rows: int, seed: int) 
         await conn.close()
 
 
-async def _unsettled(pool: asyncpg.Pool) -> str:
-    """What holds deliveries back, for a failure message."""
-    counts = await pool.fetch(
-        "SELECT status, next_attempt_at = 'infinity' AS waiting, count(*)"
-        " FROM notifier.deliveries GROUP BY 1, 2"
-    )
-    keys = await pool.fetch(
-        "SELECT k.key, k.head, k.waiting, h.status AS head_status, h.attempts,"
-        "       h.next_attempt_at AS head_due,"
-        "       (SELECT count(*) FROM notifier.deliveries w"
-        "         WHERE w.subscription_id = k.subscription_id AND w.ordering_key = k.key"
-        "           AND w.status = 'pending' AND w.next_attempt_at = 'infinity') AS really_waiting"
-        "  FROM notifier.ordering_keys k"
-        "  LEFT JOIN notifier.deliveries h"
-        "    ON h.subscription_id = k.subscription_id AND h.event_id = k.head"
-        " WHERE k.waiting > 0 OR k.head IS NOT NULL ORDER BY k.key LIMIT 60"
-    )
-    return "\n".join(str(dict(row)) for row in [*counts, *keys])
-
-
-async def _ledger(pool: asyncpg.Pool, accounts: list[int]) -> dict[int, list[int]]:
-    """Each account's transaction ids in ledger order."""
-    order: dict[int, list[int]] = defaultdict(list)
-    for row in await pool.fetch(
-        "SELECT id, account_id FROM transactions WHERE account_id = ANY($1) ORDER BY id",
-        accounts,
-    ):
-        order[row["account_id"]].append(row["id"])
-    return order
-
-
-def _arrivals(receiver: Receiver, path: str) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
-    """Per account: every transaction id as it arrived (failed answers too), and the
-    ids as first accepted (2xx)."""
-    every: dict[int, list[int]] = defaultdict(list)
-    accepted: dict[int, list[int]] = defaultdict(list)
-    seen: set[int] = set()
-    answers = receiver.statuses[path]
-    for request, status in zip(receiver.by_path()[path], answers, strict=True):
-        data = request.event["data"]
-        every[data["account_id"]].append(data["id"])
-        if 200 <= status < 300 and data["id"] not in seen:
-            seen.add(data["id"])
-            accepted[data["account_id"]].append(data["id"])
-    return every, accepted
-
-
 @pytest.mark.timeout(300)
 async def test_each_account_in_ledger_order_through_failures_and_a_kill_9(
     database_url: str, pool: asyncpg.Pool, receiver: Receiver, tmp_path: Path
@@ -114,7 +68,7 @@ async def test_each_account_in_ledger_order_through_failures_and_a_kill_9(
     chance = random.Random(15)
     receiver.behaviours["/ordered"] = lambda _n: 500 if chance.random() < 0.2 else 204
     receiver.delays["/ordered"] = lambda: chance.uniform(0, 0.05)
-    accounts = await _accounts(pool, ACCOUNTS)
+    accounts = await open_accounts(pool, ACCOUNTS)
     subscription = await SubscriptionStore(pool, allow_private_targets=True).create(
         receiver.url("/ordered"),
         event_types=["transaction.created"],
@@ -150,15 +104,15 @@ async def test_each_account_in_ledger_order_through_failures_and_a_kill_9(
         try:
             await wait_until(lambda: settled(pool, total), seconds=180, what="every delivery")
         except TimeoutError:
-            print(await _unsettled(pool))
+            print(await what_holds_back(pool))
             raise
     finally:
         for daemon in daemons:
             daemon.ensure_stopped()
 
     assert await statuses(pool) == {"succeeded": total}
-    ledger = await _ledger(pool, accounts)
-    every, accepted = _arrivals(receiver, "/ordered")
+    ledger = await ledger_order(pool, accounts)
+    every, accepted = arrivals_by_account(receiver, "/ordered")
     assert accepted == ledger  # each account's events, first accepted in ledger order
     for account, arrived in every.items():
         # An older event never arrives after a newer one: a copy is only ever a copy of
@@ -180,7 +134,7 @@ async def test_each_account_in_ledger_order_through_failures_and_a_kill_9(
 async def test_a_failing_head_holds_back_only_its_own_key(
     database_url: str, pool: asyncpg.Pool, receiver: Receiver, daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    accounts = await _accounts(pool, ACCOUNTS)
+    accounts = await open_accounts(pool, ACCOUNTS)
     held = accounts[0]
     until = asyncio.get_running_loop().time() + 1e9  # set when the stream starts
 
@@ -238,14 +192,14 @@ async def test_a_failing_head_holds_back_only_its_own_key(
     # Held back with it, they would have waited out its whole hold; they did not (measured
     # alone: p99 20-30 ms; beside the rest of the suite, up to 2 s on two cores).
     assert p99 < HOLD_SECONDS / 3
-    _every, accepted = _arrivals(receiver, "/ordered")
-    assert accepted == await _ledger(pool, accounts)
+    _every, accepted = arrivals_by_account(receiver, "/ordered")
+    assert accepted == await ledger_order(pool, accounts)
 
 
 async def test_a_dead_head_lets_its_key_move_on_and_recover_sends_it(
     database_url: str, pool: asyncpg.Pool, receiver: Receiver, daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    (account,) = await _accounts(pool, 1)
+    (account,) = await open_accounts(pool, 1)
     first = await pool.fetchval(
         "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 7) RETURNING id",
         account,
@@ -290,7 +244,7 @@ async def test_a_dead_head_lets_its_key_move_on_and_recover_sends_it(
 async def test_replay_to_an_ordered_subscription_keeps_each_key_in_order(
     database_url: str, pool: asyncpg.Pool, receiver: Receiver, daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    accounts = await _accounts(pool, 5)
+    accounts = await open_accounts(pool, 5)
     for _ in range(20):
         await pool.execute(
             "INSERT INTO transactions (account_id, kind, amount) "
@@ -308,8 +262,8 @@ async def test_replay_to_an_ordered_subscription_keeps_each_key_in_order(
     )
     assert scheduled.as_dict()["scheduled"] == 100
     await wait_until(lambda: settled(pool, 100), what="the replayed events")
-    _every, accepted = _arrivals(receiver, "/replayed")
-    assert accepted == await _ledger(pool, accounts)
+    _every, accepted = arrivals_by_account(receiver, "/replayed")
+    assert accepted == await ledger_order(pool, accounts)
 
 
 async def test_a_key_too_long_for_an_index_is_keyed_by_its_digest(
@@ -345,7 +299,7 @@ async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as
     snapshot saw them: a key freed, promoted, sent and freed again by another daemon
     meanwhile gets its next waiting delivery as head, never the one already sent (which
     would hold the key for ever)."""
-    held, other = await _accounts(pool, 2)
+    held, other = await open_accounts(pool, 2)
     subscription = await SubscriptionStore(pool, allow_private_targets=True).create(
         "http://127.0.0.1:9/", event_types=["transaction.*"], ordering="key"
     )
