@@ -20,6 +20,8 @@ _MEMBER = re.compile(
 MAX_MEMBERS = 32
 # What every tracer is asked to pass on; the outbox holds no longer a value.
 MAX_TRACESTATE = 512
+# What the capture trigger lets through (notifier.is_tracestate): printable ASCII.
+_STORED_TRACESTATE = re.compile(rf"[\x20-\x7e]{{1,{MAX_TRACESTATE}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,15 @@ class TraceContext:
 
     @classmethod
     def stored(cls, traceparent: str | None, tracestate: str | None) -> TraceContext | None:
-        """What the outbox holds for an event (validated when it was written)."""
-        return None if traceparent is None else cls(traceparent, tracestate)
+        """What the outbox holds for an event. The capture trigger refuses a malformed
+        trace, but a row written around it is checked here, before anything of it becomes
+        a header: a malformed ``traceparent`` is no trace, a malformed ``tracestate`` is
+        left out."""
+        if traceparent is None or parse_traceparent([traceparent]) != traceparent:
+            return None
+        if tracestate is not None and not _STORED_TRACESTATE.fullmatch(tracestate):
+            tracestate = None
+        return cls(traceparent, tracestate)
 
 
 def parse_traceparent(values: Sequence[str]) -> str | None:

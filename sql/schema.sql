@@ -1057,20 +1057,6 @@ ALTER TABLE ONLY notifier.events
     ADD CONSTRAINT events_pkey PRIMARY KEY (id);
 
 --
--- Name: events events_traceparent; Type: CHECK CONSTRAINT; Schema: notifier; Owner: -
---
-
-ALTER TABLE notifier.events
-    ADD CONSTRAINT events_traceparent CHECK (notifier.is_traceparent(traceparent)) NOT VALID;
-
---
--- Name: events events_tracestate; Type: CHECK CONSTRAINT; Schema: notifier; Owner: -
---
-
-ALTER TABLE notifier.events
-    ADD CONSTRAINT events_tracestate CHECK (((tracestate IS NULL) OR (notifier.is_tracestate(tracestate) AND (traceparent IS NOT NULL)))) NOT VALID;
-
---
 -- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: notifier; Owner: -
 --
 

@@ -153,16 +153,37 @@ def test_a_malformed_trace_in_sql_is_refused_clearly_and_changes_nothing(
     assert dba.execute("SELECT count(*) FROM notifier.events").fetchone() == events_before
 
 
-def test_the_outbox_holds_no_malformed_trace_whoever_writes_it(dba: Conn) -> None:
-    """The columns check what the trigger checks: a direct insert is refused too."""
-    with pytest.raises(psycopg.errors.CheckViolation, match="events_traceparent"):
+async def test_a_malformed_trace_written_around_the_trigger_never_reaches_a_receiver(
+    database_url: str,
+    dba: Conn,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    """The trigger refuses a malformed trace; a row written straight into the outbox is
+    checked again before any of it becomes a header, and is delivered all the same."""
+    store = SubscriptionStore(pool, allow_private_targets=True)
+    await store.create(receiver.url("/hook"))
+    rows = {
+        "bad-parent": ("00-abc-def-01", None),
+        "injected-state": (SQL_TRACE, "a=b\r\nx-injected: 1"),
+        "state-alone": (None, "a=b"),
+    }
+    for name, (traceparent, tracestate) in rows.items():
         dba.execute(
             "INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, "
-            "traceparent) VALUES ('x.created', 'x', 'public', 'x', 'INSERT', '{}', "
-            "'00-abc-def-01')"
+            "traceparent, tracestate) VALUES ('x.created', 'x', 'public', 'x', 'INSERT', "
+            "jsonb_build_object('name', %s::text), %s, %s)",
+            [name, traceparent, tracestate],
         )
-    with pytest.raises(psycopg.errors.CheckViolation, match="events_tracestate"):
-        dba.execute(
-            "INSERT INTO notifier.events (type, topic, table_schema, table_name, op, data, "
-            "tracestate) VALUES ('x.created', 'x', 'public', 'x', 'INSERT', '{}', 'a=b')"
-        )
+    start(daemons, database_url, tmp_path)
+    await wait_until(lambda: len(receiver.received) >= 3, what="3 deliveries")
+    headers = {json.loads(r.body)["data"]["name"]: r.headers for r in receiver.received}
+    assert "traceparent" not in headers["bad-parent"]
+    assert headers["injected-state"]["traceparent"] == SQL_TRACE
+    assert "tracestate" not in headers["injected-state"]
+    assert "x-injected" not in headers["injected-state"]
+    assert "traceparent" not in headers["state-alone"]
+    assert "tracestate" not in headers["state-alone"]
+    assert len(receiver.received) == 3
