@@ -112,67 +112,6 @@ CREATE FUNCTION notifier.batch_of(subscription bigint, event_id bigint) RETURNS 
     RETURN (SELECT b.id FROM notifier.batches b WHERE ((notifier.batch_span(b.event_ids) @> batch_of.event_id) AND (b.subscription_id = batch_of.subscription) AND (batch_of.event_id = ANY (b.event_ids))) ORDER BY b.id DESC LIMIT 1);
 
 --
--- Name: uuid_v7(); Type: FUNCTION; Schema: notifier; Owner: -
---
-
-CREATE FUNCTION notifier.uuid_v7() RETURNS uuid
-    LANGUAGE sql PARALLEL SAFE
-    AS $$
-    SELECT encode(
-        set_bit(set_bit(
-            overlay(uuid_send(gen_random_uuid())
-                    PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
-                    FROM 1 FOR 6),
-            52, 1), 53, 1),
-        'hex')::uuid
-$$;
-
---
--- Name: events; Type: TABLE; Schema: notifier; Owner: -
---
-
-CREATE TABLE notifier.events (
-    id bigint NOT NULL,
-    uid uuid DEFAULT notifier.uuid_v7() NOT NULL,
-    type text NOT NULL,
-    topic text NOT NULL,
-    table_schema text NOT NULL,
-    table_name text NOT NULL,
-    op text NOT NULL,
-    data jsonb NOT NULL,
-    previous jsonb,
-    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
-    traceparent text,
-    tracestate text,
-    xid xid8 DEFAULT pg_current_xact_id(),
-    CONSTRAINT events_op CHECK ((op = ANY (ARRAY['INSERT'::text, 'UPDATE'::text, 'DELETE'::text])))
-);
-
---
--- Name: TABLE events; Type: COMMENT; Schema: notifier; Owner: -
---
-
-COMMENT ON TABLE notifier.events IS 'Outbox: one row per captured change, immutable. uid is the public event id (webhook-id).';
-
---
--- Name: COLUMN events.traceparent; Type: COMMENT; Schema: notifier; Owner: -
---
-
-COMMENT ON COLUMN notifier.events.traceparent IS 'W3C traceparent of the transaction that made the change (SET LOCAL notifier.traceparent), sent with every delivery.';
-
---
--- Name: COLUMN events.tracestate; Type: COMMENT; Schema: notifier; Owner: -
---
-
-COMMENT ON COLUMN notifier.events.tracestate IS 'W3C tracestate that came with the traceparent (SET LOCAL notifier.tracestate).';
-
---
--- Name: COLUMN events.xid; Type: COMMENT; Schema: notifier; Owner: -
---
-
-COMMENT ON COLUMN notifier.events.xid IS 'The top-level transaction that wrote the event: which window of each position holds it.';
-
---
 -- Name: positions; Type: TABLE; Schema: notifier; Owner: -
 --
 
@@ -196,8 +135,17 @@ COMMENT ON TABLE notifier.positions IS 'Per subscription: the snapshot every eve
 --
 
 CREATE FUNCTION notifier.behind(p notifier.positions) RETURNS boolean
-    LANGUAGE sql STABLE PARALLEL SAFE
-    RETURN (((p).upto IS NOT NULL) OR ((SELECT max(e.xid) AS max FROM notifier.events e) >= pg_snapshot_xmax((p).since)) OR (EXISTS (SELECT 1 FROM pg_snapshot_xip((behind.p).since) x(xid) WHERE (EXISTS (SELECT 1 FROM notifier.events e WHERE (e.xid = x.xid))))));
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+BEGIN
+    RETURN p.upto IS NOT NULL
+        -- An EXISTS would be planned as a scan that stops early, which it never does when
+        -- there is nothing new: the newest transaction is read off the index's end instead.
+        OR (SELECT max(e.xid) FROM notifier.events e) >= pg_snapshot_xmax(p.since)
+        OR EXISTS (SELECT 1 FROM pg_snapshot_xip(p.since) AS x (xid)
+                    WHERE EXISTS (SELECT 1 FROM notifier.events e WHERE e.xid = x.xid));
+END;
+$$;
 
 --
 -- Name: capture(); Type: FUNCTION; Schema: notifier; Owner: -
@@ -420,15 +368,17 @@ $$;
 --
 
 CREATE FUNCTION notifier.timestamptz_columns(table_schema text, table_name text) RETURNS text[]
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     AS $$
-    SELECT array(
+BEGIN
+    RETURN array(
         SELECT a.attname::text
           FROM pg_attribute a
          WHERE a.attrelid = to_regclass(format('%I.%I', table_schema, table_name))
            AND a.attnum > 0 AND NOT a.attisdropped
            AND a.atttypid = 'timestamptz'::regtype
-         ORDER BY a.attnum)
+         ORDER BY a.attnum);
+END;
 $$;
 
 --
@@ -464,6 +414,22 @@ CREATE FUNCTION notifier.unwatch(target regclass) RETURNS void
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS notifier_capture ON %s', target);
 END;
+$$;
+
+--
+-- Name: uuid_v7(); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.uuid_v7() RETURNS uuid
+    LANGUAGE sql PARALLEL SAFE
+    AS $$
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
 $$;
 
 --
@@ -802,6 +768,51 @@ CREATE TABLE notifier.doorbell (
 CREATE TABLE notifier.event_queue (
     event_id bigint NOT NULL
 );
+
+--
+-- Name: events; Type: TABLE; Schema: notifier; Owner: -
+--
+
+CREATE TABLE notifier.events (
+    id bigint NOT NULL,
+    uid uuid DEFAULT notifier.uuid_v7() NOT NULL,
+    type text NOT NULL,
+    topic text NOT NULL,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    op text NOT NULL,
+    data jsonb NOT NULL,
+    previous jsonb,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    traceparent text,
+    tracestate text,
+    xid xid8 DEFAULT pg_current_xact_id(),
+    CONSTRAINT events_op CHECK ((op = ANY (ARRAY['INSERT'::text, 'UPDATE'::text, 'DELETE'::text])))
+);
+
+--
+-- Name: TABLE events; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON TABLE notifier.events IS 'Outbox: one row per captured change, immutable. uid is the public event id (webhook-id).';
+
+--
+-- Name: COLUMN events.traceparent; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.events.traceparent IS 'W3C traceparent of the transaction that made the change (SET LOCAL notifier.traceparent), sent with every delivery.';
+
+--
+-- Name: COLUMN events.tracestate; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.events.tracestate IS 'W3C tracestate that came with the traceparent (SET LOCAL notifier.tracestate).';
+
+--
+-- Name: COLUMN events.xid; Type: COMMENT; Schema: notifier; Owner: -
+--
+
+COMMENT ON COLUMN notifier.events.xid IS 'The top-level transaction that wrote the event: which window of each position holds it.';
 
 --
 -- Name: events_id_seq; Type: SEQUENCE; Schema: notifier; Owner: -
