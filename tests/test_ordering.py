@@ -347,12 +347,13 @@ async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as
         # ...while another daemon promotes the held key's first waiting event, sends it,
         # and records it: the key is free again, with one event waiting.
         claimed = await first.claim(events=0, due=10, room={}, default_room=10, disarm=False)
-        assert waiting[0]["id"] in {c.delivery_id for c in claimed.claimed}
+        (promoted,) = [c for c in claimed.claimed if c.delivery_id == waiting[0]["id"]]
         await first.settle(
             [
                 Settlement(
-                    waiting[0]["id"], None, waiting[0]["event_id"], 1, "succeeded", 0.0,
-                    "http_204", None, datetime.now(UTC), 1.0, "",
+                    promoted.delivery_id, None, None, promoted.event_id,
+                    promoted.subscription_id, 1, "succeeded", 0.0, "http_204", None,
+                    datetime.now(UTC), 1.0, "",
                 )
             ]
         )  # fmt: skip

@@ -144,11 +144,12 @@ async def test_claim_fetches_events_by_key(history: asyncpg.Connection) -> None:
 
 
 async def test_settle_and_leases_find_deliveries_by_key(history: asyncpg.Connection) -> None:
-    delivery_id, event_id = await history.fetchrow(
-        "SELECT id, event_id FROM notifier.deliveries ORDER BY id DESC LIMIT 1"
+    delivery_id, event_id, subscription_id = await history.fetchrow(
+        "SELECT id, event_id, subscription_id FROM notifier.deliveries ORDER BY id DESC LIMIT 1"
     )
-    batch_id, batch_event = await history.fetchrow(
-        "SELECT id, event_ids[1] FROM notifier.batches WHERE finished_at IS NULL"
+    batch_id, batch_event, batch_subscription, claimed_at = await history.fetchrow(
+        "SELECT id, event_ids[1], subscription_id, claimed_at FROM notifier.batches"
+        " WHERE finished_at IS NULL"
     )
     now = datetime.now(UTC)
     settle = await _seq_scans(
@@ -165,6 +166,8 @@ async def test_settle_and_leases_find_deliveries_by_key(history: asyncpg.Connect
         [now, now],
         [1.5, 1.5],
         ["", ""],
+        [subscription_id, batch_subscription],
+        [None, claimed_at],
     )
     assert not settle, f"settle scans {settle} whole"
     held: dict[str, tuple[object, ...]] = {

@@ -156,7 +156,9 @@ class Dispatcher:
             Settlement(
                 item.delivery_id,
                 item.batch_id,
+                item.batch_claimed_at,
                 item.event_id,
+                item.subscription_id,
                 item.attempt,
                 status,
                 retry_in,
@@ -389,7 +391,19 @@ class _OpenBatch:
 def _released(item: Claimed) -> Settlement:
     now = datetime.now(UTC)
     return Settlement(
-        None, item.batch_id, item.event_id, item.attempt, RELEASED, 0.0, "", None, now, 0.0, ""
+        None,
+        item.batch_id,
+        item.batch_claimed_at,
+        item.event_id,
+        item.subscription_id,
+        item.attempt,
+        RELEASED,
+        0.0,
+        "",
+        None,
+        now,
+        0.0,
+        "",
     )
 
 

@@ -30,6 +30,7 @@ class Claimed:
 
     delivery_id: int | None  # None: the event is one of batch ``batch_id``
     batch_id: int | None
+    batch_claimed_at: datetime | None  # a batch's: with ``attempt``, its fencing token
     event_id: int
     attempt: int  # attempts (a batch: claims) started, ever: the fencing token
     schedule_attempt: int  # the attempt's place in the retry schedule (1 = first)
@@ -65,7 +66,9 @@ class Settlement:
 
     delivery_id: int | None  # None: the attempt was one of batch ``batch_id``
     batch_id: int | None
+    batch_claimed_at: datetime | None
     event_id: int
+    subscription_id: int
     attempt: int
     status: SettledStatus | Literal["released"]
     retry_in: float  # seconds; used when status is pending
@@ -133,6 +136,7 @@ def _claimed(rows: list[asyncpg.Record]) -> list[Claimed]:
             Claimed(
                 delivery_id=row["delivery_id"],
                 batch_id=row["batch_id"],
+                batch_claimed_at=row["batch_claimed_at"],
                 event_id=row["event_id"],
                 attempt=row["attempts"],
                 schedule_attempt=row["attempts"] - row["schedule_offset"],
@@ -227,6 +231,8 @@ class Outbox:
             [s.started_at for s in settlements],
             [s.duration_ms for s in settlements],
             [s.detail for s in settlements],
+            [s.subscription_id for s in settlements],
+            [s.batch_claimed_at for s in settlements],
         )
 
     async def extend_leases(

@@ -13,7 +13,12 @@
 -- Always returns one row at least: fanned_events, then the claimed work (or NULLs).
 WITH cut AS MATERIALIZED (
     -- This statement's snapshot: every event a position moves past is visible here.
-    SELECT pg_current_snapshot() AS snapshot
+    -- The claim commits without waiting for its WAL to reach disk (the latency of every
+    -- event): a crash of the server may lose the last claims, whose events are then
+    -- claimed and sent again (at least once). Outcomes are recorded durably, and each is
+    -- fenced so that it applies only to the very claim it answers (see settle).
+    SELECT pg_current_snapshot() AS snapshot,
+           set_config('synchronous_commit', 'off', true) AS commit_mode
 ),
 room AS (
     SELECT * FROM unnest($3::bigint[], $4::int[]) AS r (subscription_id, n)
@@ -38,7 +43,7 @@ batched AS (
     SELECT subscription_id, ids, now() + make_interval(secs => $2)
       FROM taken
      WHERE ordering_key IS NULL AND cardinality(ids) > 0
-    RETURNING id, subscription_id, event_ids, attempt
+    RETURNING id, subscription_id, event_ids, attempt, claimed_at
 ),
 expired AS (
     -- Batches whose holder died: claimed again whole, under a new fencing token. One
@@ -58,7 +63,7 @@ expired AS (
              LIMIT $6
                FOR UPDATE OF c SKIP LOCKED) AS c
      WHERE b.id = c.id
-    RETURNING b.id, b.subscription_id, b.event_ids, b.attempt
+    RETURNING b.id, b.subscription_id, b.event_ids, b.attempt, b.claimed_at
 ),
 batch AS MATERIALIZED (
     -- The ordered subscriptions' new events, fetched once, by primary key.
@@ -172,22 +177,23 @@ due AS (
               d.ordering_key
 ),
 claimed AS (
-    SELECT id, NULL::bigint AS batch_id, event_id, subscription_id, attempts, schedule_offset,
-           ordering_key
+    SELECT id, NULL::bigint AS batch_id, NULL::timestamptz AS claimed_at, event_id,
+           subscription_id, attempts, schedule_offset, ordering_key
       FROM inserted WHERE status = 'in_flight'
     UNION ALL
-    SELECT id, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key
+    SELECT id, NULL, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key
       FROM promoted
     UNION ALL
-    SELECT id, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key FROM due
+    SELECT id, NULL, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key
+      FROM due
     UNION ALL
     -- A batch's events in its order, which is the order they are recorded in.
-    SELECT NULL, b.id, i.event_id, b.subscription_id, b.attempt, 0, NULL
+    SELECT NULL, b.id, b.claimed_at, i.event_id, b.subscription_id, b.attempt, 0, NULL
       FROM (SELECT * FROM batched UNION ALL SELECT * FROM expired) AS b
      CROSS JOIN LATERAL unnest(b.event_ids) WITH ORDINALITY AS i (event_id, n)
 ),
 claimed_events AS (
-    SELECT c.id, c.batch_id, c.event_id, c.attempts, c.schedule_offset, c.subscription_id,
+    SELECT c.id, c.batch_id, c.claimed_at, c.event_id, c.attempts, c.schedule_offset, c.subscription_id,
            c.ordering_key, e.uid, e.type, e.created_at, e.data, e.previous, e.table_schema,
            e.table_name, e.traceparent, e.tracestate
       FROM claimed c
@@ -208,7 +214,7 @@ disarmed AS (
             OR EXISTS (SELECT 1 FROM expired))
 )
 SELECT stats.fanned_events,
-       c.id AS delivery_id, c.batch_id, c.event_id, c.attempts, c.schedule_offset, c.subscription_id,
+       c.id AS delivery_id, c.batch_id, c.claimed_at AS batch_claimed_at, c.event_id, c.attempts, c.schedule_offset, c.subscription_id,
        c.uid AS event_uid, c.type AS event_type, c.created_at AS event_created_at,
        notifier.contract_timestamps(c.data, src.columns)::text AS data,
        notifier.contract_timestamps(c.previous, src.columns)::text AS previous,
@@ -223,10 +229,13 @@ SELECT stats.fanned_events,
 
 -- name: settle
 -- Record a run of attempt outcomes: of deliveries, and of whole batches.
--- A delivery is updated only while this holder's claim is current (same attempts count,
--- still in_flight); the attempt is logged either way, once: the same run sent again (its
--- first COMMIT's answer was lost) changes nothing. A batch is recorded once, by the
--- holder of its current claim, with an outcome for each of its events: a success stays
+-- A delivery is updated only while this holder's claim is current (same event and
+-- subscription, same attempts count, still in_flight); the attempt is logged either way,
+-- once: the same run sent again (its first COMMIT's answer was lost) changes nothing. A
+-- batch is recorded once, by the holder of its current claim (same claim count, same
+-- claimed_at: after a server crash lost the last claims, a batch or delivery id may be
+-- given again to other work, which an outcome of the lost claim must not touch), with
+-- an outcome for each of its events: a success stays
 -- in the batch; any other outcome makes a delivery row of its own, which is retried, dead,
 -- or (released: never attempted, at shutdown) due now.
 -- Each subscription's health moves with its outcomes: a success ends a run of failures;
@@ -236,10 +245,10 @@ WITH outcome AS (
     SELECT *
       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],
                   $6::float8[], $7::text[], $8::text[], $9::timestamptz[], $10::float8[],
-                  $11::text[])
+                  $11::text[], $12::bigint[], $13::timestamptz[])
            WITH ORDINALITY
         AS o (delivery_id, batch_id, event_id, attempt, status, retry_in, outcome, error,
-              started_at, duration_ms, detail, n)
+              started_at, duration_ms, detail, subscription_id, claimed_at, n)
 ),
 settled AS (
     UPDATE notifier.deliveries d
@@ -254,6 +263,7 @@ settled AS (
            updated_at = now()
       FROM outcome o
      WHERE d.id = o.delivery_id AND d.attempts = o.attempt AND d.status = 'in_flight'
+       AND d.event_id = o.event_id AND d.subscription_id = o.subscription_id
     RETURNING d.subscription_id, o.status = 'succeeded' AS ok, o.started_at, o.status,
               o.error, d.ordering_key, d.event_id
 ),
@@ -263,7 +273,7 @@ held AS (
       FROM notifier.batches b
      WHERE b.id = ANY (ARRAY(SELECT batch_id FROM outcome WHERE batch_id IS NOT NULL))
        AND b.finished_at IS NULL
-       AND (b.id, b.attempt) IN (SELECT batch_id, attempt FROM outcome)
+       AND (b.id, b.attempt, b.claimed_at) IN (SELECT batch_id, attempt, claimed_at FROM outcome)
        FOR UPDATE
 ),
 aligned AS (
@@ -288,7 +298,7 @@ recorded AS (
     RETURNING b.id, b.subscription_id
 ),
 batch_outcome AS (
-    SELECT o.*, r.subscription_id
+    SELECT o.*
       FROM outcome o
       JOIN recorded r ON r.id = o.batch_id
 ),
@@ -371,6 +381,8 @@ live AS (
     -- Deliveries whose subscription was deleted meanwhile are gone: skip their log rows.
     SELECT id FROM notifier.deliveries
      WHERE id = ANY (ARRAY(SELECT delivery_id FROM outcome WHERE delivery_id IS NOT NULL))
+       AND (id, event_id, subscription_id)
+           IN (SELECT delivery_id, event_id, subscription_id FROM outcome)
        FOR KEY SHARE
 )
 INSERT INTO notifier.delivery_attempts
