@@ -21,8 +21,11 @@ CREATE FUNCTION notifier.advance(subscription bigint, wanted integer, cut pg_sna
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    p    notifier.positions%ROWTYPE;
-    ids  bigint[];
+    p         notifier.positions%ROWTYPE;
+    s         notifier.subscriptions%ROWTYPE;
+    xip       xid8[];
+    types     text[];
+    ids       bigint[];
 BEGIN
     SELECT * INTO p FROM notifier.positions WHERE subscription_id = subscription
        FOR UPDATE SKIP LOCKED;
@@ -31,28 +34,37 @@ BEGIN
     END IF;
     IF p.upto IS NULL THEN
         -- Open a window: the events of the transactions visible in cut and not in since.
-        SELECT min(w.id) - 1, max(w.id) INTO p.after_id, p.last_id
-          FROM (SELECT e.id FROM notifier.events e
-                 WHERE e.xid >= pg_snapshot_xmax(p.since) AND e.xid < pg_snapshot_xmax(cut)
-                   AND pg_visible_in_snapshot(e.xid, cut)
-                UNION ALL
-                SELECT e.id FROM notifier.events e
-                 WHERE e.xid = ANY (ARRAY(SELECT pg_snapshot_xip(p.since)))
-                   AND pg_visible_in_snapshot(e.xid, cut)) AS w;
+        xip := ARRAY(SELECT pg_snapshot_xip(p.since));
+        IF cardinality(xip) = 0 THEN
+            SELECT min(e.id) - 1, max(e.id) INTO p.after_id, p.last_id
+              FROM notifier.events e
+             WHERE e.xid >= pg_snapshot_xmax(p.since) AND e.xid < pg_snapshot_xmax(cut)
+               AND pg_visible_in_snapshot(e.xid, cut);
+        ELSE
+            SELECT min(w.id) - 1, max(w.id) INTO p.after_id, p.last_id
+              FROM (SELECT e.id FROM notifier.events e
+                     WHERE e.xid >= pg_snapshot_xmax(p.since) AND e.xid < pg_snapshot_xmax(cut)
+                       AND pg_visible_in_snapshot(e.xid, cut)
+                    UNION ALL
+                    SELECT e.id FROM unnest(xip) AS x (xid)
+                      JOIN notifier.events e ON e.xid = x.xid
+                     WHERE pg_visible_in_snapshot(e.xid, cut)) AS w;
+        END IF;
         IF p.last_id IS NULL THEN
             RETURN '{}';  -- nothing new; the position stays as it is, unwritten
         END IF;
         p.upto := cut;
     END IF;
+    SELECT * INTO s FROM notifier.subscriptions WHERE id = subscription;
+    types := notifier.type_like(s.event_types);
     SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}') INTO ids
       FROM (SELECT e.id
-              FROM notifier.events e, notifier.subscriptions s
-             WHERE s.id = subscription
-               AND e.id > p.after_id AND e.id <= p.last_id
+              FROM notifier.events e
+             WHERE e.id > p.after_id AND e.id <= p.last_id
                AND pg_visible_in_snapshot(e.xid, p.upto)
                AND NOT pg_visible_in_snapshot(e.xid, p.since)
                AND s.created_at <= e.created_at
-               AND notifier.type_matches(e.type, s.event_types)
+               AND e.type LIKE ANY (types)
                AND (s.filter = '[]' OR notifier.row_matches(e.data, s.filter))
              ORDER BY e.id
              LIMIT wanted) AS t;
@@ -389,6 +401,34 @@ CREATE FUNCTION notifier.to_jsonb_utc(r anyelement) RETURNS jsonb
     LANGUAGE sql STABLE
     SET "TimeZone" TO 'UTC'
     AS $$ SELECT to_jsonb(r) $$;
+
+--
+-- Name: type_like(text[]); Type: FUNCTION; Schema: notifier; Owner: -
+--
+
+CREATE FUNCTION notifier.type_like(patterns text[]) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    pattern  text;
+    literal  text;
+    likes    text[] := '{}';
+BEGIN
+    FOREACH pattern IN ARRAY coalesce(patterns, '{}') LOOP
+        IF pattern = '*' THEN
+            likes := likes || '%'::text;
+            CONTINUE;
+        END IF;
+        literal := replace(replace(replace(pattern, '\', '\\'), '%', '\%'), '_', '\_');
+        IF right(pattern, 2) = '.*' THEN
+            likes := likes || (left(literal, -1) || '%');
+        ELSE
+            likes := likes || literal;
+        END IF;
+    END LOOP;
+    RETURN likes;
+END;
+$$;
 
 --
 -- Name: type_matches(text, text[]); Type: FUNCTION; Schema: notifier; Owner: -

@@ -41,7 +41,7 @@ async def _top_ups(pool: asyncpg.Pool, account_id: int, count: int) -> None:
 
 
 async def _claim(outbox: Outbox) -> list[Claimed]:
-    result = await outbox.claim(events=100, due=100, room={}, default_room=100, disarm=False)
+    result = await outbox.claim(events=100, due=100, room={}, default_room=100)
     return result.claimed
 
 

@@ -88,7 +88,7 @@ async def test_fan_out_honours_the_filter(pool: asyncpg.Pool) -> None:
         "($1, 'top_up', 150)",
         account,
     )
-    result = await Outbox(pool, 30).claim(events=10, due=10, room={}, default_room=10, disarm=False)
+    result = await Outbox(pool, 30).claim(events=10, due=10, room={}, default_room=10)
     assert result.fanned_events == 3  # events taken, summed over subscriptions
     claimed = [(c.subscription_id, json.loads(c.data)["amount"]) for c in result.claimed]
     assert sorted(claimed) == [

@@ -185,9 +185,7 @@ async def test_a_settlement_the_database_refuses_holds_up_nothing(
             )
             with structlog.testing.capture_logs() as logs:
                 settler = asyncio.create_task(dispatcher.run_settler())
-                claim = await outbox.claim(
-                    events=100, due=100, room={}, default_room=100, disarm=False
-                )
+                claim = await outbox.claim(events=100, due=100, room={}, default_room=100)
                 assert len(claim.claimed) == 20
                 dispatcher.dispatch(claim.claimed)
                 await wait_until(lambda: dispatcher.busiest() == 0, what="every outcome settled")

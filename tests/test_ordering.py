@@ -313,7 +313,7 @@ async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as
     blocker = await asyncpg.connect(database_url)
     try:
         # Fanned out with no room: each key's first event is its head, the rest wait.
-        await first.claim(events=10, due=0, room={subscription.id: 0}, default_room=0, disarm=False)
+        await first.claim(events=10, due=0, room={subscription.id: 0}, default_room=0)
         # The held key's head finished: it is freed with its two events waiting.
         await pool.execute(
             "UPDATE notifier.deliveries SET next_attempt_at = 'infinity' WHERE ordering_key = $1",
@@ -334,9 +334,7 @@ async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as
         await blocker.execute(
             "SELECT 1 FROM notifier.ordering_keys WHERE key = $1 FOR UPDATE", str(other)
         )
-        late = asyncio.create_task(
-            second.claim(events=10, due=10, room={}, default_room=10, disarm=False)
-        )
+        late = asyncio.create_task(second.claim(events=10, due=10, room={}, default_room=10))
         await wait_until(
             lambda: pool.fetchval(
                 "SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = current_database()"
@@ -346,7 +344,7 @@ async def test_a_key_freed_while_a_claim_waits_gets_its_next_waiting_delivery_as
         )
         # ...while another daemon promotes the held key's first waiting event, sends it,
         # and records it: the key is free again, with one event waiting.
-        claimed = await first.claim(events=0, due=10, room={}, default_room=10, disarm=False)
+        claimed = await first.claim(events=0, due=10, room={}, default_room=10)
         (promoted,) = [c for c in claimed.claimed if c.delivery_id == waiting[0]["id"]]
         await first.settle(
             [

@@ -76,3 +76,36 @@ async def test_type_matching_in_sql(pool: asyncpg.Pool) -> None:
             "SELECT notifier.type_matches($1, $2::text::text[])", event_type, patterns
         )
         assert got is expected, (event_type, patterns)
+
+
+async def test_the_claims_type_patterns_match_as_type_matches_does(pool: asyncpg.Pool) -> None:
+    # The claim matches types with LIKE (sql/021): LIKE's own wildcards in a type or a
+    # pattern are literal characters, and a pattern's '*' is a wildcard only alone or
+    # after a final dot.
+    types = [
+        "transaction.created",
+        "transaction.",
+        "transactions.created",
+        "a.b.created",
+        "a_b.created",
+        "axb.created",
+        "a%b.created",
+        "a\\b.created",
+        "x.y",
+        "*.created",
+    ]
+    patterns = [
+        "{*}", "{transaction.*}", "{transaction.created}", "{a.*}", "{a.b.*}", "{a_b.*}",
+        '{"a%b.*"}', '{"a\\\\b.*"}', "{*.created}", "{x.y,transaction.*}", "{}", "{.*}",
+        "{transaction*}", "{a.*.created}",
+    ]  # fmt: skip
+    rows = await pool.fetch(
+        "SELECT t, p, notifier.type_matches(t, p::text[]) AS matches,"
+        "       t LIKE ANY (notifier.type_like(p::text[])) AS likes"
+        "  FROM unnest($1::text[]) AS t, unnest($2::text[]) AS p",
+        types,
+        patterns,
+    )
+    assert len(rows) == len(types) * len(patterns)
+    assert sum(row["matches"] for row in rows) >= 15
+    assert [(r["t"], r["p"]) for r in rows if r["matches"] is not r["likes"]] == []

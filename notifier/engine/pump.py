@@ -1,4 +1,13 @@
-"""The claim loop: take work while there is some, otherwise arm the doorbell and park."""
+"""The claim loop: take work while there is some, otherwise park on the doorbell.
+
+While the doorbell is armed, every commit that writes an event rings it. A claim that
+finds little leaves it armed, so a daemon taking events one at a time spends a single
+statement on each and parks again at once; a claim that finds more disarms it, so that
+writers stop paying for a NOTIFY while the daemon is busy, and the daemon claims on until
+a claim finds little. Then it arms the doorbell and claims once more before it parks: a
+commit that read the doorbell before it was armed does not ring, and that claim, whose
+snapshot is taken after the arm, is the one that sees it.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +15,20 @@ import asyncio
 
 from notifier.db.errors import is_retryable, one_line, retry_delay
 from notifier.engine.dispatcher import Dispatcher
-from notifier.engine.store import Outbox
+from notifier.engine.store import ClaimResult, Outbox
 from notifier.engine.waits import wait_set
 from notifier.observability import metrics
 from notifier.observability.logging import get_logger
 
 log = get_logger("notifier.pump")
 
+# Work found in one claim (new events, due retries, freed keys, expired leases) that
+# disarms the doorbell. One event at a time is what a ringing doorbell is for; two mean
+# events come faster than claims, and the daemon is better off claiming without it.
+DISARM_AT = 2
 # A transaction that read the doorbell just before it was armed commits without ringing.
-# While any transaction is in progress at the re-check, park only this long, so such
-# an event waits milliseconds rather than a whole poll interval.
+# While any transaction is in progress at the claim after arming, park only this long, so
+# such an event waits milliseconds rather than a whole poll interval.
 RECHECK_SECONDS = 0.002
 # How long to hold back while a subscription has too little room for a batch: long
 # enough for a healthy endpoint to make room, short enough that a dead one, which
@@ -44,6 +57,7 @@ class Pump:
         self._batch = batch_size
         self._poll = poll_interval
         self._stop = asyncio.Event()
+        self._just_armed = False  # the last round armed the doorbell
 
     def stop(self) -> None:
         self._stop.set()
@@ -51,12 +65,11 @@ class Pump:
 
     async def run(self) -> None:
         """Returns only once stopped. The database going away pauses it, with backoff."""
-        disarm = False
         failures = 0
         while not self._stop.is_set():
             await self._wait_for_room()
             try:
-                disarm = await self._round(disarm)
+                await self._round()
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
@@ -65,27 +78,44 @@ class Pump:
                 logger("claim_failed", error=one_line(exc), failures=failures)
                 # Not woken by the doorbell: only stop() cuts the backoff short.
                 await wait_set(self._stop, retry_delay(failures))
-                disarm = False
+                self._just_armed = False
                 continue
             if failures:
                 log.info("claim_recovered", failures=failures)
                 failures = 0
 
-    async def _round(self, disarm: bool) -> bool:
-        """Claim once and dispatch; park when there was nothing. True: disarm next."""
+    async def _round(self) -> None:
+        """Claim once and dispatch; then claim again, arm the doorbell, or park on it."""
+        just_armed, self._just_armed = self._just_armed, False
+        self._wake.clear()
         with metrics.CLAIM_DURATION.time():
             result = await self._outbox.claim(
                 events=self._batch,
                 due=self._batch,
                 room=self._dispatcher.room(),
                 default_room=self._dispatcher.held_per_subscription,
-                disarm=disarm,
+                disarm_at=DISARM_AT,
             )
         if result.claimed:
             self._dispatcher.dispatch(result.claimed)
-        if result.fanned_events or result.claimed:
-            return False
-        return await self._park()
+        if result.work >= DISARM_AT or result.more:
+            return  # busy: claim again at once
+        if not result.armed:
+            # Disarmed while this daemon (or another) was busy: arm it, and let the next
+            # claim, which sees every commit that did not ring, decide whether to park.
+            await self._outbox.arm_doorbell()
+            self._just_armed = True
+            return
+        await self._sleep(self._park_seconds(result, just_armed))
+
+    def _park_seconds(self, result: ClaimResult, just_armed: bool) -> float:
+        """Until the poll, the next retry or lease due, or a writer that may not ring."""
+        timeout = self._poll
+        if result.next_due_in is not None:
+            timeout = min(timeout, max(0.0, result.next_due_in))
+        if just_armed and result.writers_in_progress:
+            timeout = min(timeout, RECHECK_SECONDS)
+        return timeout
 
     async def _wait_for_room(self) -> None:
         """Hold back while a subscription could not take a whole batch."""
@@ -98,21 +128,6 @@ class Pump:
                 return
             self._dispatcher.progress.clear()
             await wait_set(self._dispatcher.progress, remaining)
-
-    async def _park(self) -> bool:
-        """Arm the doorbell and wait for it, a due retry or the poll. True: disarm next."""
-        self._wake.clear()
-        await self._outbox.arm_doorbell()
-        check = await self._outbox.recheck(self._dispatcher.full_subscriptions())
-        if check.queued or (check.next_due_in is not None and check.next_due_in <= 0):
-            return True
-        timeout = self._poll
-        if check.next_due_in is not None:
-            timeout = min(timeout, check.next_due_in)
-        if check.writers_in_progress:
-            timeout = min(timeout, RECHECK_SECONDS)
-        await self._sleep(timeout)
-        return True
 
     async def _sleep(self, seconds: float) -> None:
         """Until the doorbell rings, stop() is called, or ``timeout`` passes."""

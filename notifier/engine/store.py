@@ -58,6 +58,8 @@ class Claimed:
 
 # What became of a batch's event that was never attempted (at shutdown): due again now.
 RELEASED: Literal["released"] = "released"
+# Work no claim reaches: the doorbell is left as it is.
+NEVER_DISARM = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +90,12 @@ class Settlement:
 class ClaimResult:
     fanned_events: int
     claimed: list[Claimed]
-
-
-@dataclass(frozen=True, slots=True)
-class Recheck:
-    queued: bool
-    next_due_in: float | None
-    writers_in_progress: bool
+    work: int  # new events fanned out, plus due deliveries, freed keys and expired batches
+    more: bool  # a position still has events it had no room or batch size left for
+    armed: bool  # the doorbell, after this claim
+    # Only when the doorbell is armed and the claim found too little to disarm it:
+    next_due_in: float | None  # seconds to the next retry or batch lease due; None: none
+    writers_in_progress: bool  # another transaction was in progress at the claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +199,10 @@ class Outbox:
         due: int,
         room: Mapping[int, int],
         default_room: int,
-        disarm: bool,
+        disarm_at: int | None = None,
     ) -> ClaimResult:
-        """Fan out up to ``events`` new events and claim what fits in ``room``."""
+        """Fan out up to ``events`` new events and claim what fits in ``room``; disarm the
+        doorbell if the work found reaches ``disarm_at`` (None: leave it as it is)."""
         rows = await self._fetch(
             "claim",
             events,
@@ -209,9 +211,18 @@ class Outbox:
             list(room.values()),
             default_room,
             due,
-            disarm,
+            NEVER_DISARM if disarm_at is None else disarm_at,
         )
-        return ClaimResult(fanned_events=rows[0]["fanned_events"], claimed=_claimed(rows))
+        first = rows[0]
+        return ClaimResult(
+            fanned_events=first["fanned_events"],
+            claimed=_claimed(rows),
+            work=first["work"],
+            more=first["more"],
+            armed=first["armed"],
+            next_due_in=first["next_due_in"],
+            writers_in_progress=first["writers_in_progress"],
+        )
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Record attempt outcomes and move their deliveries on, in one statement.
@@ -254,10 +265,6 @@ class Outbox:
 
     async def arm_doorbell(self) -> None:
         await self._execute("arm")
-
-    async def recheck(self, full_subscriptions: Sequence[int]) -> Recheck:
-        row = await self._fetchrow("recheck", list(full_subscriptions))
-        return Recheck(row["queued"], row["next_due_in"], row["writers_in_progress"])
 
     async def disable_subscription(self, subscription_id: int, reason: str) -> bool:
         status = await self._execute("disable_subscription", subscription_id, reason)

@@ -5,7 +5,9 @@
 -- expired leases of deliveries.
 --   $1 events per subscription   $2 lease seconds   $3/$4 room left per subscription
 --   (ids, counts; a subscription not listed has room $5)   $6 due deliveries and
---   expired batches to claim   $7 whether to disarm the doorbell when work is found.
+--   expired batches to claim   $7 how much work found disarms the doorbell: below it,
+--   the doorbell stays as it is, so a daemon taking events one by one leaves it armed
+--   and parks after a single statement.
 -- An ordered subscription's events beyond its room are inserted as pending, due now. A
 -- delivery an operator's replay created first is left alone (ON CONFLICT). For ordered
 -- subscriptions, only a key's head may go: the rest wait behind it (sql/014), and keys
@@ -26,17 +28,17 @@ room AS (
 taken AS MATERIALIZED (
     -- Positions are moved in subscription order, one daemon at a time each (a position
     -- another daemon holds is skipped, never waited for).
-    SELECT s.id AS subscription_id, s.ordering_key,
-           notifier.advance(s.id,
-                            CASE WHEN s.ordering_key IS NULL THEN least($1, coalesce(r.n, $5))
-                                 ELSE $1 END,
-                            cut.snapshot) AS ids
-      FROM notifier.subscriptions s
-      JOIN notifier.positions p ON p.subscription_id = s.id
-     CROSS JOIN cut
-      LEFT JOIN room r ON r.subscription_id = s.id
-     WHERE s.enabled AND notifier.behind(p)
-     ORDER BY s.id
+    SELECT w.subscription_id, w.ordering_key, w.wanted,
+           notifier.advance(w.subscription_id, w.wanted, w.snapshot) AS ids
+      FROM (SELECT s.id AS subscription_id, s.ordering_key, cut.snapshot,
+                   CASE WHEN s.ordering_key IS NULL THEN least($1, coalesce(r.n, $5))
+                        ELSE $1 END AS wanted
+              FROM notifier.subscriptions s
+              JOIN notifier.positions p ON p.subscription_id = s.id
+             CROSS JOIN cut
+              LEFT JOIN room r ON r.subscription_id = s.id
+             WHERE s.enabled AND notifier.behind(p)
+             ORDER BY s.id) AS w
 ),
 batched AS (
     INSERT INTO notifier.batches (subscription_id, event_ids, lease_expires_at)
@@ -177,19 +179,23 @@ due AS (
               d.ordering_key
 ),
 claimed AS (
+    -- In this order, which is the order the parts above run in (and take their locks).
+    -- fresh: one of this round's new events (counted in taken already).
     SELECT id, NULL::bigint AS batch_id, NULL::timestamptz AS claimed_at, event_id,
-           subscription_id, attempts, schedule_offset, ordering_key
+           subscription_id, attempts, schedule_offset, ordering_key, true AS fresh
       FROM inserted WHERE status = 'in_flight'
     UNION ALL
-    SELECT id, NULL, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key
+    SELECT id, NULL, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key,
+           false
       FROM promoted
     UNION ALL
-    SELECT id, NULL, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key
+    SELECT id, NULL, NULL, event_id, subscription_id, attempts, schedule_offset, ordering_key,
+           false
       FROM due
     UNION ALL
     -- A batch's events in its order, which is the order they are recorded in.
-    SELECT NULL, b.id, b.claimed_at, i.event_id, b.subscription_id, b.attempt, 0, NULL
-      FROM (SELECT * FROM batched UNION ALL SELECT * FROM expired) AS b
+    SELECT NULL, b.id, b.claimed_at, i.event_id, b.subscription_id, b.attempt, 0, NULL, b.fresh
+      FROM (SELECT *, true AS fresh FROM batched UNION ALL SELECT *, false FROM expired) AS b
      CROSS JOIN LATERAL unnest(b.event_ids) WITH ORDINALITY AS i (event_id, n)
 ),
 claimed_events AS (
@@ -206,14 +212,58 @@ sources AS (
       FROM claimed_events
      GROUP BY table_schema, table_name
 ),
+found AS (
+    -- How much work this round found, and whether a position still has events for which
+    -- it had no room or batch left (claim again at once: no doorbell rings for those).
+    -- Read from taken and claimed only, so that the parts of claimed run in its order.
+    SELECT t.fanned_events, t.fanned_events + c.others AS work, t.more
+      FROM (SELECT coalesce(sum(cardinality(ids)), 0)::int AS fanned_events,
+                   coalesce(bool_or(wanted > 0 AND cardinality(ids) >= wanted), false) AS more
+              FROM taken) AS t,
+           (SELECT count(*) FILTER (WHERE NOT fresh)::int AS others FROM claimed) AS c
+),
 disarmed AS (
+    -- Busy: writers stop ringing while this daemon keeps claiming.
     UPDATE notifier.doorbell SET armed = false
-     WHERE armed AND $7::boolean
-       AND (EXISTS (SELECT 1 FROM taken WHERE cardinality(ids) > 0)
-            OR EXISTS (SELECT 1 FROM due) OR EXISTS (SELECT 1 FROM promoted)
-            OR EXISTS (SELECT 1 FROM expired))
+     WHERE armed AND (SELECT work FROM found) >= $7
+    RETURNING 1
+),
+stats AS (
+    -- Whether the doorbell is armed after this round; when it is and the round found
+    -- little, the daemon parks on it until the next retry or batch lease falls due (in
+    -- seconds, NULL if none; what this round claimed is not counted), and whether another
+    -- transaction is in progress (if the doorbell was armed just now, it may have read it
+    -- before and will commit without ringing).
+    SELECT f.fanned_events, f.work, f.more,
+           coalesce(d.armed, true) AND NOT EXISTS (SELECT 1 FROM disarmed) AS armed,
+           CASE WHEN coalesce(d.armed, true) AND f.work < $7 AND NOT f.more THEN
+               (SELECT extract(epoch FROM min(next.due) - now())::float8
+                  FROM ((SELECT c.next_attempt_at AS due
+                           FROM notifier.deliveries c
+                           JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
+                          WHERE c.status IN ('pending', 'in_flight')
+                            AND c.next_attempt_at < 'infinity'
+                            AND c.subscription_id NOT IN (SELECT subscription_id FROM room WHERE n <= 0)
+                            AND c.id NOT IN (SELECT id FROM due)
+                            AND c.id NOT IN (SELECT id FROM promoted)
+                          ORDER BY c.next_attempt_at
+                          LIMIT 1)
+                        UNION ALL
+                        (SELECT b.lease_expires_at
+                           FROM notifier.batches b
+                           JOIN notifier.subscriptions s ON s.id = b.subscription_id AND s.enabled
+                          WHERE b.finished_at IS NULL
+                            AND b.subscription_id NOT IN (SELECT subscription_id FROM room WHERE n <= 0)
+                            AND b.id NOT IN (SELECT id FROM expired)
+                          ORDER BY b.lease_expires_at
+                          LIMIT 1)) AS next)
+           END AS next_due_in,
+           EXISTS (SELECT 1 FROM cut CROSS JOIN LATERAL pg_snapshot_xip(cut.snapshot)) AS writers_in_progress
+      FROM found f
+      LEFT JOIN notifier.doorbell d ON true
 )
-SELECT stats.fanned_events,
+SELECT stats.fanned_events, stats.work, stats.more, stats.armed, stats.next_due_in,
+       stats.writers_in_progress,
        c.id AS delivery_id, c.batch_id, c.claimed_at AS batch_claimed_at, c.event_id, c.attempts, c.schedule_offset, c.subscription_id,
        c.uid AS event_uid, c.type AS event_type, c.created_at AS event_created_at,
        notifier.contract_timestamps(c.data, src.columns)::text AS data,
@@ -222,7 +272,7 @@ SELECT stats.fanned_events,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
        s.max_in_flight, s.headers::text AS headers, s.format, c.ordering_key,
        c.traceparent, c.tracestate
-  FROM (SELECT coalesce(sum(cardinality(ids)), 0)::int AS fanned_events FROM taken) AS stats
+  FROM stats
   LEFT JOIN claimed_events c ON true
   LEFT JOIN sources src ON src.table_schema = c.table_schema AND src.table_name = c.table_name
   LEFT JOIN notifier.subscriptions s ON s.id = c.subscription_id;
@@ -420,41 +470,6 @@ UPDATE notifier.deliveries d
 
 -- name: arm
 UPDATE notifier.doorbell SET armed = true WHERE NOT armed;
-
--- name: recheck
--- After arming: is there work (an enabled subscription with room whose position has
--- events to move past; an ordered one always has room for them; a freed key with
--- deliveries waiting), when is the next retry or expired batch lease due (seconds, NULL
--- if none), and is any other transaction in progress (it may have read the bell before
--- it was armed and will commit without ringing). $1: subscriptions with no room.
-SELECT EXISTS (SELECT 1 FROM notifier.positions p
-                 JOIN notifier.subscriptions s ON s.id = p.subscription_id AND s.enabled
-                WHERE (s.ordering_key IS NOT NULL OR s.id <> ALL ($1::bigint[]))
-                  AND notifier.behind(p))
-       OR EXISTS (SELECT 1 FROM notifier.ordering_keys k
-                   WHERE k.head IS NULL AND k.waiting > 0
-                     AND EXISTS (SELECT 1 FROM notifier.deliveries w
-                                  WHERE w.subscription_id = k.subscription_id
-                                    AND w.ordering_key = k.key AND w.status = 'pending'
-                                    AND w.next_attempt_at = 'infinity')) AS queued,
-       (SELECT extract(epoch FROM min(due) - now())::float8
-          FROM ((SELECT c.next_attempt_at AS due
-                   FROM notifier.deliveries c
-                   JOIN notifier.subscriptions s ON s.id = c.subscription_id AND s.enabled
-                  WHERE c.status IN ('pending', 'in_flight')
-                    AND c.next_attempt_at < 'infinity'
-                    AND c.subscription_id <> ALL ($1::bigint[])
-                  ORDER BY c.next_attempt_at
-                  LIMIT 1)
-                UNION ALL
-                (SELECT b.lease_expires_at
-                   FROM notifier.batches b
-                   JOIN notifier.subscriptions s ON s.id = b.subscription_id AND s.enabled
-                  WHERE b.finished_at IS NULL
-                    AND b.subscription_id <> ALL ($1::bigint[])
-                  ORDER BY b.lease_expires_at
-                  LIMIT 1)) AS next) AS next_due_in,
-       EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot())) AS writers_in_progress;
 
 -- name: disable_subscription
 UPDATE notifier.subscriptions

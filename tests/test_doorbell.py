@@ -1,0 +1,99 @@
+"""The doorbell alone brings every event, whatever the pace: no event waits for the poll.
+
+The daemon here polls once in ten minutes, so an event whose commit did not wake it
+would show as a wait of minutes. Writers go one commit at a time (the doorbell stays
+armed between them), then eight at once (the daemon disarms it and claims without it),
+then one at a time again (it has to arm it again, and a commit that read it just before
+must still be seen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+
+from notifier.devtools.daemon_process import wait_until
+from notifier.devtools.receiver import Receiver
+from notifier.subscriptions.store import SubscriptionStore
+from tests.support import Daemon, listening, start, write_events
+
+SINGLES = 30
+WRITERS, ROWS = 8, 150
+# Far beyond how long any event here may take; a missed ring costs a whole poll.
+PROMPT_SECONDS = 5.0
+
+
+def _waits(receiver: Receiver) -> list[float]:
+    """Seconds from each event's capture to its arrival."""
+    return [
+        r.at - datetime.fromisoformat(r.event["timestamp"]).timestamp() for r in receiver.received
+    ]
+
+
+async def _singles(database_url: str, receiver: Receiver, count: int) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        account_id = await conn.fetchval(
+            "INSERT INTO accounts (currency) VALUES ('USD') RETURNING id"
+        )
+        for n in range(count):
+            expected = len(receiver.received) + 1
+            await conn.execute(
+                "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 1)",
+                account_id,
+            )
+            await wait_until(
+                lambda expected=expected: len(receiver.received) >= expected,
+                PROMPT_SECONDS,
+                what=f"single commit {n + 1} of {count}",
+            )
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def test_every_pace_is_woken_by_the_doorbell_alone(
+    database_url: str,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/"))
+    start(daemons, database_url, tmp_path, NOTIFIER_POLL_INTERVAL_SECONDS="600")
+    await wait_until(lambda: listening(pool), what="the daemon to listen")
+    rings: list[str] = []
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener("notifier", lambda *args: rings.append(args[3]))
+    try:
+        await _singles(database_url, receiver, SINGLES)
+        single_rings = len(rings)
+
+        await asyncio.gather(
+            *(write_events(database_url, ROWS, chunk=1, pause=0) for _ in range(WRITERS))
+        )
+        total = SINGLES + WRITERS * ROWS
+        await wait_until(lambda: len(receiver.received) >= total, 60, what="the burst")
+        burst_rings = len(rings) - single_rings
+
+        await _singles(database_url, receiver, SINGLES)
+        await wait_until(
+            lambda: pool.fetchval("SELECT armed FROM notifier.doorbell"),
+            what="the doorbell armed again once idle",
+        )
+    finally:
+        await listener.close()
+
+    waits = _waits(receiver)
+    print(
+        f"\ndoorbell: {single_rings} rings for {SINGLES} single commits, {burst_rings} for a "
+        f"burst of {WRITERS * ROWS} from {WRITERS} writers; longest wait {max(waits):.3f} s"
+    )
+    assert len(receiver.received) == 2 * SINGLES + WRITERS * ROWS
+    assert max(waits) < PROMPT_SECONDS
+    # One at a time, each commit rings; in a burst, the daemon claims without the bell.
+    assert single_rings == SINGLES
+    assert burst_rings < WRITERS * ROWS / 2
