@@ -535,3 +535,77 @@ async def test_upgrade_to_positions_loses_and_resends_nothing_pending_in_flight_
         for daemon in daemons:
             daemon.ensure_stopped()
         await receiver.stop()
+
+
+STEPPED = """-- step: a table
+CREATE TABLE IF NOT EXISTS stepped (id int);
+-- step: its index, built without blocking writers (outside a transaction)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS stepped_id ON stepped (id)
+-- step: the rest
+{last}
+"""
+
+
+async def test_a_migration_in_steps_commits_each_and_records_it_with_the_last(
+    empty_database_url: str,
+) -> None:
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        failing = Migration(900, "stepped", STEPPED.format(last="SELECT 1/0;"))
+        assert [s.transactional for s in failing.steps] == [True, False, True]
+        with pytest.raises(MigrationError, match=r"900_stepped\.sql failed at step 3 \(the rest\)"):
+            await migrate(conn, [*discover(), failing])
+        # The steps before the failure stay done; the migration is not recorded.
+        assert await conn.fetchval("SELECT to_regclass('stepped_id') IS NOT NULL")
+        assert await conn.fetchval("SELECT max(version) FROM notifier.schema_migrations") < 900
+        fixed = Migration(900, "stepped", STEPPED.format(last="CREATE TABLE stepped_too (id int);"))
+        assert [m.version for m in await migrate(conn, [*discover(), fixed])] == [900]
+        assert await conn.fetchval("SELECT to_regclass('stepped_too') IS NOT NULL")
+        assert await conn.fetchval("SELECT max(version) FROM notifier.schema_migrations") == 900
+    finally:
+        await conn.close()
+
+
+async def test_a_step_that_cannot_get_its_lock_waits_and_tries_again(
+    empty_database_url: str,
+) -> None:
+    conn = await asyncpg.connect(empty_database_url)
+    holder = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn)
+        await conn.execute("CREATE TABLE busy (id int)")
+        waiting = Migration(
+            900,
+            "waiting",
+            "-- step: lock it briefly\n"
+            "SET LOCAL lock_timeout = '100ms';\n"
+            "LOCK TABLE busy IN ACCESS EXCLUSIVE MODE;\n"
+            "ALTER TABLE busy ADD COLUMN note text;\n",
+        )
+        await holder.execute("BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE")
+
+        async def release() -> None:
+            await asyncio.sleep(0.5)
+            await holder.execute("COMMIT")
+
+        released = asyncio.create_task(release())
+        applied = await migrate(conn, [*discover(), waiting])
+        await released
+        assert [m.version for m in applied] == [900]
+        assert await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_name = 'busy' AND column_name = 'note'"
+        )
+    finally:
+        await holder.close()
+        await conn.close()
+
+
+def test_a_last_step_outside_a_transaction_is_refused() -> None:
+    bare = Migration(
+        900,
+        "bare",
+        "-- step: index (outside a transaction)\nCREATE INDEX CONCURRENTLY x ON y (z)\n",
+    )
+    with pytest.raises(MigrationError, match="last step must run in a transaction"):
+        _ = bare.steps

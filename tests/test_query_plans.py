@@ -142,6 +142,10 @@ async def test_claim_fetches_events_by_key(history: asyncpg.Connection) -> None:
             history, QUERIES["claim"], 100, 30.0, room, [50] * len(room), 200, 100, 2
         )
         assert not scans, f"claim scans {scans} whole"
+        scans = await _seq_scans(
+            history, QUERIES["claim_new"], 100, 30.0, room, [50] * len(room), 200, 2
+        )
+        assert not scans, f"claim_new scans {scans} whole"
 
 
 async def test_settle_and_leases_find_deliveries_by_key(history: asyncpg.Connection) -> None:

@@ -96,6 +96,7 @@ class ClaimResult:
     # Only when the doorbell is armed and the claim found too little to disarm it:
     next_due_in: float | None  # seconds to the next retry or batch lease due; None: none
     writers_in_progress: bool  # another transaction was in progress at the claim
+    ordered: bool  # an enabled subscription is ordered
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,20 @@ def _destination(row: asyncpg.Record) -> Destination:
         row["format"],
         row["ordering_key"],
         row["subscription_id"],
+    )
+
+
+def _claim_result(rows: list[asyncpg.Record]) -> ClaimResult:
+    first = rows[0]
+    return ClaimResult(
+        fanned_events=first["fanned_events"],
+        claimed=_claimed(rows),
+        work=first["work"],
+        more=first["more"],
+        armed=first["armed"],
+        next_due_in=first["next_due_in"],
+        writers_in_progress=first["writers_in_progress"],
+        ordered=first["ordered"],
     )
 
 
@@ -213,16 +228,28 @@ class Outbox:
             due,
             NEVER_DISARM if disarm_at is None else disarm_at,
         )
-        first = rows[0]
-        return ClaimResult(
-            fanned_events=first["fanned_events"],
-            claimed=_claimed(rows),
-            work=first["work"],
-            more=first["more"],
-            armed=first["armed"],
-            next_due_in=first["next_due_in"],
-            writers_in_progress=first["writers_in_progress"],
+        return _claim_result(rows)
+
+    async def claim_new(
+        self,
+        *,
+        events: int,
+        room: Mapping[int, int],
+        default_room: int,
+        disarm_at: int | None = None,
+    ) -> ClaimResult:
+        """Claim new events of unordered subscriptions only, as ``claim`` does, without
+        looking for due retries, expired leases or ordered subscriptions' work."""
+        rows = await self._fetch(
+            "claim_new",
+            events,
+            self._lease,
+            list(room.keys()),
+            list(room.values()),
+            default_room,
+            NEVER_DISARM if disarm_at is None else disarm_at,
         )
+        return _claim_result(rows)
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """Record attempt outcomes and move their deliveries on, in one statement.
