@@ -65,6 +65,10 @@ async def test_every_pace_is_woken_by_the_doorbell_alone(
     await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/"))
     start(daemons, database_url, tmp_path, NOTIFIER_POLL_INTERVAL_SECONDS="600")
     await wait_until(lambda: listening(pool), what="the daemon to listen")
+    # Parked: from here on, a commit rings unless the daemon disarmed the doorbell.
+    await wait_until(
+        lambda: pool.fetchval("SELECT armed FROM notifier.doorbell"), what="the doorbell armed"
+    )
     rings: list[str] = []
     listener = await asyncpg.connect(database_url)
     await listener.add_listener("notifier", lambda *args: rings.append(args[3]))
