@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from notifier.db.pool import load_queries
+from notifier.db.pool import connect, create_pool, load_queries
 from notifier.engine.daemon import DAEMON_SESSION
 from notifier.subscriptions.store import SubscriptionStore, generate_secret
 
@@ -182,3 +182,17 @@ async def test_settle_and_leases_find_deliveries_by_key(history: asyncpg.Connect
     for name, args in held.items():
         scans = await _seq_scans(history, QUERIES[name], *args)
         assert not scans, f"{name} scans {scans} whole"
+
+
+async def test_the_products_sessions_never_compile_statements(database_url: str) -> None:
+    # A claim planned without statistics is estimated above jit_above_cost; compiling it
+    # took seconds, at every execution of its cached plan.
+    conn = await connect(database_url)
+    pool = await create_pool(database_url, server_settings=DAEMON_SESSION)
+    try:
+        assert await conn.fetchval("SHOW jit") == "off"
+        assert await pool.fetchval("SHOW jit") == "off"
+        assert await pool.fetchval("SHOW application_name") == DAEMON_SESSION["application_name"]
+    finally:
+        await pool.close()
+        await conn.close()
