@@ -4,12 +4,14 @@ The daemon here polls once in ten minutes, so an event whose commit did not wake
 would show as a wait of minutes. Writers go one commit at a time (the doorbell stays
 armed between them), then eight at once (the daemon disarms it and claims without it),
 then one at a time again (it has to arm it again, and a commit that read it just before
-must still be seen).
+must still be seen). And while events come one at a time, the claims that take new
+events alone leave due retries to the full claim, which must still come on time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -101,3 +103,50 @@ async def test_every_pace_is_woken_by_the_doorbell_alone(
     # One at a time, each commit rings; in a burst, the daemon claims without the bell.
     assert single_rings == SINGLES
     assert burst_rings < WRITERS * ROWS / 2
+
+
+async def test_a_retry_falls_due_while_new_events_keep_the_daemon_busy(
+    database_url: str,
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    # While events come one at a time, the daemon claims new events alone and parks after
+    # each; the retry of the one that failed is taken by a full claim, which must come
+    # on time however often the doorbell rings.
+    receiver.behaviours["/"] = lambda n: 500 if n == 0 else 204
+    await SubscriptionStore(pool, allow_private_targets=True).create(receiver.url("/"))
+    start(
+        daemons,
+        database_url,
+        tmp_path,
+        NOTIFIER_POLL_INTERVAL_SECONDS="600",
+        NOTIFIER_RETRY_SCHEDULE="0.5",
+    )
+    await wait_until(lambda: listening(pool), what="the daemon to listen")
+    conn = await asyncpg.connect(database_url)
+    try:
+        account_id = await conn.fetchval(
+            "INSERT INTO accounts (currency) VALUES ('USD') RETURNING id"
+        )
+        began = asyncio.get_running_loop().time()
+        while asyncio.get_running_loop().time() - began < 4:
+            await conn.execute(
+                "INSERT INTO transactions (account_id, kind, amount) VALUES ($1, 'top_up', 1)",
+                account_id,
+            )
+            await asyncio.sleep(0.01)
+        stream_ended = time.time()
+    finally:
+        await conn.close()
+    first = receiver.received[0]  # answered 500
+    failed = first.headers["webhook-id"]
+    await wait_until(
+        lambda: receiver.ok_event_ids("/")[failed] >= 2, what="the failed event sent again"
+    )
+    again = [r.at for r in receiver.received[1:] if r.headers["webhook-id"] == failed]
+    print(f"\nretry: sent again {again[0] - first.at:.2f} s after its failure (schedule 0.5 s)")
+    # Due 0.5 s after the failure: taken while the stream still ran, not after it.
+    assert again[0] - first.at < 2.0
+    assert again[0] < stream_ended
