@@ -98,8 +98,11 @@ class Pump:
         self._wake.clear()
         loop = asyncio.get_running_loop()
         now = loop.time()
+        # The claim after arming is full: before the daemon parks, it learns when the
+        # next retry or lease falls due, whatever came due while it was busy.
         full = (
-            self._ordered
+            just_armed
+            or self._ordered
             or now >= self._full_at
             or (self._due_at is not None and now >= self._due_at)
         )
