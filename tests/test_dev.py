@@ -160,10 +160,18 @@ def _gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Proces
     """The processes still running (not zombies) after up to ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in processes if _running(p)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+def _running(process: psutil.Process) -> bool:
+    """Running and not a zombie; a process may exit between the two questions."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.mark.slow
