@@ -609,3 +609,6 @@ def test_a_last_step_outside_a_transaction_is_refused() -> None:
     )
     with pytest.raises(MigrationError, match="last step must run in a transaction"):
         _ = bare.steps
+    stray = Migration(901, "stray", "-- what it is\nSELECT 1;\n-- step: the rest\nSELECT 2;\n")
+    with pytest.raises(MigrationError, match="SQL before its first step would not run"):
+        _ = stray.steps

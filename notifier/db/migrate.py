@@ -64,6 +64,9 @@ class Migration:
         marks = list(_STEP.finditer(self.sql))
         if not marks:
             return [Step(self.name, self.sql)]
+        before = [line for line in self.sql[: marks[0].start()].splitlines() if line.strip()]
+        if any(not line.lstrip().startswith("--") for line in before):
+            raise MigrationError(f"{self.file_name}: SQL before its first step would not run")
         steps = []
         for mark, following in zip(marks, [*marks[1:], None], strict=True):
             end = following.start() if following else len(self.sql)
