@@ -13,6 +13,7 @@
 -- subscriptions, only a key's head may go: the rest wait behind it (sql/014), and keys
 -- whose head finished get their next one as head here.
 -- Always returns one row at least: fanned_events, then the claimed work (or NULLs).
+-- claim_new returns the same columns, built the same way: a change to one is one to both.
 WITH cut AS MATERIALIZED (
     -- This statement's snapshot: every event a position moves past is visible here.
     -- The claim commits without waiting for its WAL to reach disk (the latency of every
